@@ -1,0 +1,134 @@
+"""The bundle manifest (``rtserve.yaml``): a plain data model, read and written as YAML."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rtserve.bundle.naming import check_name, check_version
+from rtserve.bundle.schema import Schema
+from rtserve.errors import BundleFormatError, SchemaDefinitionError
+
+MANIFEST_FILE = "rtserve.yaml"
+FORMAT = "rtserve.bundle/v1"
+
+
+class InputFrame(BaseModel):
+    """How validated columns are laid out for a framework that wants a table or a matrix.
+
+    ``kind: frame`` rebuilds a DataFrame with the training dtypes (needed by pipelines that select
+    columns by name); ``kind: matrix`` stacks the columns into a 2-D float array.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["frame", "matrix"]
+    dtypes: dict[str, str] = Field(default_factory=dict)
+    #: Categories of pandas ``category`` columns, in their training order.
+    categories: dict[str, list[Any]] = Field(default_factory=dict)
+    #: Object columns whose missing values were ``None`` (not NaN) in training.
+    none_nulls: list[str] = Field(default_factory=list)
+
+
+class RuntimeSpec(BaseModel):
+    """Which adapter loads the artifact, from which files, in which format."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str
+    format: str
+    files: list[str]
+    #: True for pickle artifacts: loading runs code from the file and needs explicit trust.
+    unsafe: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Environment(BaseModel):
+    """Interpreter and library versions at build time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    python: str
+    packages: dict[str, str]
+    #: The packages whose minor version must match for identical predictions.
+    framework: list[str] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    """Everything needed to load, check and describe a bundle."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    format: Literal["rtserve.bundle/v1"] = FORMAT
+    name: str
+    version: str
+    description: str = ""
+    created_at: datetime
+    model_schema: Schema = Field(alias="schema")
+    input_frame: InputFrame
+    runtime: RuntimeSpec
+    environment: Environment
+    profile: str = "profile.json"
+    validation: str = "validation.json"
+    #: sha256 of every file of the bundle except this manifest, keyed by relative path.
+    files: dict[str, str]
+    #: sha256 over this manifest's content without this field; identifies the bundle.
+    digest: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_name(value)
+
+    @field_validator("version")
+    @classmethod
+    def _valid_version(cls, value: str) -> str:
+        return check_version(value)
+
+    def to_yaml(self) -> str:
+        """Deterministic YAML text (keys in model order)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+    def write(self, directory: Path) -> None:
+        """Write ``rtserve.yaml`` into ``directory``."""
+        (directory / MANIFEST_FILE).write_text(self.to_yaml(), encoding="utf-8")
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Parse ``rtserve.yaml``; every failure says what is wrong with which key."""
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleFormatError(
+            f"{directory}: no {MANIFEST_FILE} found; is this an rtserve bundle? "
+            "(build one with `rtserve build` or rtserve.build())",
+            field=MANIFEST_FILE,
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BundleFormatError(
+            f"{MANIFEST_FILE}: not valid YAML ({exc}); the file is corrupted or was mis-edited",
+            field=MANIFEST_FILE,
+        ) from exc
+    if not isinstance(data, dict):
+        raise BundleFormatError(f"{MANIFEST_FILE}: expected a mapping at the top level")
+    if data.get("format") != FORMAT:
+        raise BundleFormatError(
+            f"{MANIFEST_FILE}: format {data.get('format')!r} is not {FORMAT!r}; this bundle was "
+            "made by another tool or another major version of rtserve",
+            field="format",
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise BundleFormatError(f"{MANIFEST_FILE}: {problems}") from exc
+    except SchemaDefinitionError:
+        raise

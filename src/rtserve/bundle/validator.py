@@ -1,0 +1,348 @@
+"""A schema compiled once into checks that turn records or columns into validated numpy arrays.
+
+The output is columnar (one array per field, in schema order) so that the runtime can take it
+without a pandas object per request. Every violation of every field is collected before raising,
+so a client learns all of its mistakes from one answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rtserve.bundle.schema import FieldSpec, FieldType, MissingPolicy, Schema, UnseenPolicy
+from rtserve.errors import FieldViolation, MalformedRequestError, ValidationError
+from rtserve.types import AnyArray, Columns
+
+#: Marks a field absent from a record (distinct from an explicit null, treated the same).
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: At most this many violations are kept per request; the rest are counted in the message.
+MAX_VIOLATIONS = 1000
+
+_Check = Callable[[Sequence[Any] | AnyArray, list[FieldViolation]], AnyArray]
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Validator:
+    """Validates input for one schema; build once, call per request."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self._names = schema.field_names
+        self._name_set = frozenset(self._names)
+        self._checks: list[tuple[str, _Check]] = [
+            (spec.name, _compile(spec)) for spec in schema.inputs
+        ]
+        self._reject_extra = schema.extra_fields == "reject"
+
+    def records(self, records: Sequence[Any]) -> Columns:
+        """Validate a list of ``{field: value}`` rows."""
+        if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
+            raise MalformedRequestError("instances: expected a list of objects (one per row)")
+        violations: list[FieldViolation] = []
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise MalformedRequestError(
+                    f"instances[{i}]: expected an object of field values, got "
+                    f"{type(record).__name__}",
+                    field=f"instances[{i}]",
+                )
+            if self._reject_extra and not self._name_set.issuperset(record):
+                for key in sorted(set(record) - self._name_set, key=str):
+                    violations.append(
+                        FieldViolation(
+                            field=str(key),
+                            rule="unknown_field",
+                            message=f"{key}: not a field of this model; expected fields are "
+                            f"{self._names}",
+                            row=i,
+                        )
+                    )
+        columns = {
+            name: [record.get(name, MISSING) for record in records] for name in self._names
+        }
+        return self._run(columns, len(records), violations)
+
+    def columns(self, columns: Mapping[str, Sequence[Any] | AnyArray]) -> Columns:
+        """Validate named columns (e.g. one Open Inference Protocol input per field)."""
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise MalformedRequestError(
+                f"inputs: all fields need the same number of rows, got {lengths}"
+            )
+        n_rows = next(iter(lengths.values()), 0)
+        violations: list[FieldViolation] = []
+        if self._reject_extra:
+            for key in sorted(set(columns) - self._name_set):
+                violations.append(
+                    FieldViolation(
+                        field=key,
+                        rule="unknown_field",
+                        message=f"{key}: not a field of this model; expected fields are "
+                        f"{self._names}",
+                    )
+                )
+        present: dict[str, Sequence[Any] | AnyArray] = {
+            name: columns[name] if name in columns else [MISSING] * n_rows for name in self._names
+        }
+        return self._run(present, n_rows, violations)
+
+    def frame(self, frame: Any) -> Columns:
+        """Validate a pandas DataFrame (nulls of any flavour count as missing)."""
+        import pandas as pd  # local: only notebook and batch callers pass DataFrames
+
+        if not isinstance(frame, pd.DataFrame):
+            raise MalformedRequestError(f"expected a DataFrame, got {type(frame).__name__}")
+        out: dict[str, Sequence[Any] | AnyArray] = {}
+        for name in frame.columns:
+            series = frame[name]
+            if series.dtype.kind in "fiub":
+                out[str(name)] = series.to_numpy()
+            else:
+                out[str(name)] = series.to_numpy(dtype=object, na_value=None)
+        return self.columns(out)
+
+    def _run(
+        self,
+        columns: Mapping[str, Sequence[Any] | AnyArray],
+        n_rows: int,
+        violations: list[FieldViolation],
+    ) -> Columns:
+        if n_rows == 0:
+            raise MalformedRequestError("the request holds no rows; send at least one")
+        result: Columns = {}
+        for name, check in self._checks:
+            result[name] = check(columns[name], violations)
+        if violations:
+            raise ValidationError(violations[:MAX_VIOLATIONS])
+        return result
+
+
+def _compile(spec: FieldSpec) -> _Check:
+    if spec.type is FieldType.FLOAT:
+        return _float_check(spec)
+    if spec.type is FieldType.INT:
+        return _int_check(spec)
+    if spec.type is FieldType.BOOL:
+        return _bool_check(spec)
+    return _string_check(spec)
+
+
+def _missing_rule(
+    spec: FieldSpec, missing_rows: AnyArray, violations: list[FieldViolation]
+) -> None:
+    if spec.missing is MissingPolicy.REJECT:
+        for row in missing_rows[: MAX_VIOLATIONS - len(violations) + 1]:
+            violations.append(
+                FieldViolation(
+                    field=spec.name,
+                    rule="required",
+                    message=f"{spec.name}: a value is required (missing values are rejected "
+                    "by the schema)",
+                    row=int(row),
+                )
+            )
+
+
+def _type_violation(spec: FieldSpec, value: Any, row: int) -> FieldViolation:
+    return FieldViolation(
+        field=spec.name,
+        rule="type",
+        message=f"{spec.name}: {_describe(value)} is not a {spec.type.value}",
+        row=row,
+    )
+
+
+def _bounds(spec: FieldSpec, arr: AnyArray, violations: list[FieldViolation]) -> None:
+    with np.errstate(invalid="ignore"):
+        if spec.minimum is not None:
+            for row in np.flatnonzero(arr < spec.minimum)[:MAX_VIOLATIONS]:
+                violations.append(
+                    FieldViolation(
+                        field=spec.name,
+                        rule="minimum",
+                        message=f"{spec.name}: {arr[row]!r} is below the minimum "
+                        f"{spec.minimum} (declared in the schema)",
+                        row=int(row),
+                    )
+                )
+        if spec.maximum is not None:
+            for row in np.flatnonzero(arr > spec.maximum)[:MAX_VIOLATIONS]:
+                violations.append(
+                    FieldViolation(
+                        field=spec.name,
+                        rule="maximum",
+                        message=f"{spec.name}: {arr[row]!r} is above the maximum "
+                        f"{spec.maximum} (declared in the schema)",
+                        row=int(row),
+                    )
+                )
+
+
+def _float_check(spec: FieldSpec) -> _Check:
+    def check(values: Sequence[Any] | AnyArray, violations: list[FieldViolation]) -> AnyArray:
+        bad_rows: set[int] = set()
+        arr: AnyArray | None = None
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+            arr = values.astype(np.float64)
+        elif {type(v) for v in values} <= {float, int}:
+            try:
+                arr = np.array(values, dtype=np.float64)
+            except OverflowError:
+                arr = None
+        if arr is None:
+            arr = np.empty(len(values), dtype=np.float64)
+            for i, v in enumerate(values):
+                if v is None or v is MISSING:
+                    arr[i] = np.nan
+                elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+                    v, (bool, np.bool_)
+                ):
+                    try:
+                        arr[i] = v
+                    except OverflowError:
+                        arr[i] = np.inf
+                else:
+                    violations.append(_type_violation(spec, v, i))
+                    bad_rows.add(i)
+                    arr[i] = 0.0
+        infinite = np.flatnonzero(np.isinf(arr))
+        for row in infinite[:MAX_VIOLATIONS]:
+            violations.append(
+                FieldViolation(
+                    field=spec.name,
+                    rule="finite",
+                    message=f"{spec.name}: {arr[row]!r} is not a finite number",
+                    row=int(row),
+                )
+            )
+        missing = np.isnan(arr)
+        if missing.any():
+            _missing_rule(spec, np.flatnonzero(missing), violations)
+            if spec.missing is MissingPolicy.IMPUTE:
+                arr[missing] = float(spec.impute)  # type: ignore[arg-type]
+        _bounds(spec, arr, violations)
+        return arr
+
+    return check
+
+
+def _int_check(spec: FieldSpec) -> _Check:
+    allowed = frozenset(spec.allowed) if spec.allowed is not None else None
+    reject_unseen = allowed is not None and spec.unseen is UnseenPolicy.REJECT
+
+    def check(values: Sequence[Any] | AnyArray, violations: list[FieldViolation]) -> AnyArray:
+        if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+            ints: list[int | None] = [int(v) for v in values]
+        else:
+            ints = []
+            for i, v in enumerate(values):
+                if v is None or v is MISSING:
+                    ints.append(None)
+                elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+                    ints.append(int(v))
+                elif isinstance(v, (float, np.floating)) and math.isnan(v):
+                    ints.append(None)
+                elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+                    ints.append(int(v))
+                else:
+                    violations.append(_type_violation(spec, v, i))
+                    ints.append(0)
+        for i, v in enumerate(ints):
+            if v is not None and not _INT64_MIN <= v <= _INT64_MAX:
+                violations.append(
+                    FieldViolation(
+                        field=spec.name,
+                        rule="type",
+                        message=f"{spec.name}: {v} does not fit a 64-bit integer",
+                        row=i,
+                    )
+                )
+                ints[i] = 0
+            elif reject_unseen and v is not None and allowed is not None and v not in allowed:
+                violations.append(_unseen_violation(spec, v, i))
+        missing_rows = np.array([i for i, v in enumerate(ints) if v is None], dtype=np.int64)
+        if missing_rows.size:
+            _missing_rule(spec, missing_rows, violations)
+            if spec.missing is MissingPolicy.IMPUTE:
+                arr: AnyArray = np.array(
+                    [spec.impute if v is None else v for v in ints], dtype=np.int64
+                )
+            else:
+                arr = np.array([np.nan if v is None else v for v in ints], dtype=np.float64)
+        else:
+            arr = np.array(ints, dtype=np.int64)
+        _bounds(spec, arr, violations)
+        return arr
+
+    return check
+
+
+def _bool_check(spec: FieldSpec) -> _Check:
+    def check(values: Sequence[Any] | AnyArray, violations: list[FieldViolation]) -> AnyArray:
+        if isinstance(values, np.ndarray) and values.dtype.kind == "b":
+            return values.astype(bool)
+        out: list[bool | None] = []
+        for i, v in enumerate(values):
+            if v is None or v is MISSING:
+                out.append(spec.impute if spec.missing is MissingPolicy.IMPUTE else None)  # type: ignore[arg-type]
+            elif isinstance(v, (bool, np.bool_)):
+                out.append(bool(v))
+            else:
+                violations.append(_type_violation(spec, v, i))
+                out.append(False)
+        missing_rows = np.array([i for i, v in enumerate(out) if v is None], dtype=np.int64)
+        if missing_rows.size:
+            _missing_rule(spec, missing_rows, violations)
+            return np.array(out, dtype=object)
+        return np.array(out, dtype=bool)
+
+    return check
+
+
+def _unseen_violation(spec: FieldSpec, value: Any, row: int) -> FieldViolation:
+    shown = spec.allowed[:10] if spec.allowed else []
+    more = f" (and {len(spec.allowed) - 10} more)" if spec.allowed and len(spec.allowed) > 10 else ""
+    return FieldViolation(
+        field=spec.name,
+        rule="allowed",
+        message=f"{spec.name}: {_describe(value)} is not one of the allowed values "
+        f"{shown}{more}",
+        row=row,
+    )
+
+
+def _string_check(spec: FieldSpec) -> _Check:
+    allowed = frozenset(spec.allowed) if spec.allowed is not None else None
+    reject_unseen = allowed is not None and spec.unseen is UnseenPolicy.REJECT
+    impute = spec.impute if spec.missing is MissingPolicy.IMPUTE else None
+
+    def check(values: Sequence[Any] | AnyArray, violations: list[FieldViolation]) -> AnyArray:
+        arr = np.empty(len(values), dtype=object)
+        missing_rows: list[int] = []
+        for i, v in enumerate(values):
+            if type(v) is str:
+                if reject_unseen and v not in allowed:  # type: ignore[operator]
+                    violations.append(_unseen_violation(spec, v, i))
+                arr[i] = v
+            elif v is None or v is MISSING:
+                missing_rows.append(i)
+                arr[i] = impute
+            elif isinstance(v, str):
+                arr[i] = str(v)
+            else:
+                violations.append(_type_violation(spec, v, i))
+                arr[i] = None
+        if missing_rows:
+            _missing_rule(spec, np.array(missing_rows, dtype=np.int64), violations)
+        return arr
+
+    return check

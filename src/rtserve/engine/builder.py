@@ -1,0 +1,177 @@
+"""Build a bundle from a fitted model and a training sample."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtserve.bundle.bundle import Bundle
+from rtserve.bundle.inference import as_frame, infer_fields
+from rtserve.bundle.manifest import Manifest
+from rtserve.bundle.naming import check_name, check_version
+from rtserve.bundle.profile import build_profile
+from rtserve.bundle.sample import DEFAULT_ROWS, ValidationSample, jsonable, sample_rows, take
+from rtserve.bundle.schema import FieldType, Schema, UnseenPolicy
+from rtserve.bundle.validator import Validator
+from rtserve.engine import environment
+from rtserve.errors import BundleError, SchemaDefinitionError, ValidationError
+from rtserve.runtimes.base import Description, ModelOutput, Runtime, Trust
+from rtserve.runtimes.registry import adapter_for
+from rtserve.types import Columns
+
+#: The saved artifact must reproduce the in-memory model this closely on the validation rows.
+ROUND_TRIP_TOLERANCE = 1e-9
+_UNSEEN_PROBE = "__rtserve_unseen_probe__"
+
+
+def build(
+    model: Any,
+    sample: Any,
+    *,
+    name: str,
+    version: str,
+    description: str = "",
+    schema_overrides: dict[str, dict[str, Any]] | None = None,
+    extra_fields: str = "reject",
+    validation_rows: int = DEFAULT_ROWS,
+) -> Bundle:
+    """Package a fitted model with its schema, profile, validation sample and hashes.
+
+    Args:
+        model: a fitted scikit-learn estimator or Pipeline, XGBoost or LightGBM model (wrapper
+            or Booster), or an ONNX model (``onnx.ModelProto`` or a path to a ``.onnx`` file).
+        sample: training rows (DataFrame, 2-D array or dict of columns) with the model's input
+            columns; the schema and profile are inferred from it.
+        name: model name (lowercase, URL-safe).
+        version: version label of this build.
+        schema_overrides: per-field changes to the inferred schema, e.g.
+            ``{"amount": {"minimum": 0}, "email": {"pii": True}}``.
+        extra_fields: ``"reject"`` (default) or ``"ignore"`` unknown keys in records.
+        validation_rows: how many sample rows to keep with their outputs.
+
+    Returns:
+        A verified ``Bundle`` in a temporary directory; call ``.save(path)`` to keep it.
+    """
+    check_name(name)
+    check_version(version)
+    adapter = adapter_for(model)
+    frame = as_frame(sample, _feature_names(model))
+    described = adapter.describe(model, frame)
+    schema = Schema(
+        inputs=infer_fields(frame),
+        outputs=described.outputs,
+        extra_fields=extra_fields,  # type: ignore[arg-type]
+    )
+    if schema_overrides:
+        schema = schema.with_overrides(schema_overrides)
+
+    workdir = Path(tempfile.mkdtemp(prefix="rtserve-build-"))
+    try:
+        spec = adapter.save(model, workdir, described)
+        loaded_description = Description(described.outputs, described.input_frame, spec.options)
+        # The build just wrote this artifact itself, so loading it back is not an act of trust.
+        runtime = adapter.load(workdir, spec, loaded_description, Trust(True, "build"))
+        columns = _validate_sample(schema, frame)
+        schema = _probe_unseen(schema, runtime, columns, set(schema_overrides or ()))
+        outputs = runtime.predict(columns)
+        rows = sample_rows(len(frame), validation_rows)
+        original = adapter.wrap(model, loaded_description)
+        if original is not None:
+            _check_round_trip(original, runtime, take(columns, rows))
+        profile = build_profile(
+            schema, columns, outputs.label, outputs.probabilities, outputs.value
+        )
+        (workdir / "profile.json").write_text(profile.model_dump_json(indent=1), encoding="utf-8")
+        validation = _validation_sample(columns, outputs, rows)
+        (workdir / "validation.json").write_text(
+            json.dumps(validation.model_dump(), allow_nan=False), encoding="utf-8"
+        )
+        manifest = Manifest(
+            name=name,
+            version=version,
+            description=description,
+            created_at=datetime.now(UTC).replace(microsecond=0),
+            schema=schema,
+            input_frame=described.input_frame,
+            runtime=spec,
+            environment=environment.capture(adapter.packages),
+            files={},
+        )
+        return Bundle.seal(workdir, manifest, cleanup=workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _feature_names(model: Any) -> list[str] | None:
+    names = getattr(model, "feature_names_in_", None)
+    return [str(n) for n in names] if names is not None else None
+
+
+def _validate_sample(schema: Schema, frame: Any) -> Columns:
+    try:
+        return Validator(schema).frame(frame)
+    except ValidationError as exc:
+        raise SchemaDefinitionError(
+            f"the sample itself breaks the schema: {exc.message}; loosen the override or fix "
+            "the sample",
+            field=exc.field,
+        ) from exc
+
+
+def _probe_unseen(
+    schema: Schema, runtime: Runtime, columns: Columns, overridden: set[str]
+) -> Schema:
+    """Tighten ``unseen: pass`` to ``reject`` for fields where the model fails on a new category.
+
+    Without this, a client's unknown category would surface as a model failure (a 5xx) instead of
+    a 422 naming the field.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    first = {name: values[:1].copy() for name, values in columns.items()}
+    for spec in schema.inputs:
+        if (
+            spec.type is not FieldType.STRING
+            or spec.allowed is None
+            or spec.unseen is not UnseenPolicy.PASS
+            or spec.name in overridden
+        ):
+            continue
+        probe = dict(first)
+        probe[spec.name] = np.array([_UNSEEN_PROBE], dtype=object)
+        try:
+            runtime.predict(probe)
+        except Exception:  # noqa: BLE001 - any failure means the model cannot take it
+            changes[spec.name] = {"unseen": UnseenPolicy.REJECT}
+    return schema.with_overrides(changes) if changes else schema
+
+
+def _check_round_trip(original: Runtime, loaded: Runtime, columns: Columns) -> None:
+    diff, labels = loaded.predict(columns).max_abs_diff(original.predict(columns))
+    if diff > ROUND_TRIP_TOLERANCE or labels > 0:
+        raise BundleError(
+            f"the saved artifact does not reproduce the model (max |diff| {diff:.3g}, "
+            f"{labels:.1%} labels differ); this framework version may not round-trip the model"
+        )
+
+
+def _validation_sample(columns: Columns, outputs: ModelOutput, rows: Any) -> ValidationSample:
+    recorded: dict[str, list[Any]] = {}
+    for key, array in (
+        ("label", outputs.label),
+        ("probabilities", outputs.probabilities),
+        ("value", outputs.value),
+    ):
+        if array is not None:
+            recorded[key] = jsonable(np.asarray(array)[rows])
+    return ValidationSample(
+        rows=len(rows),
+        inputs={name: jsonable(values[rows]) for name, values in columns.items()},
+        outputs=recorded,
+    )

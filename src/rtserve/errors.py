@@ -1,0 +1,195 @@
+"""The one exception tree of rtserve.
+
+Every failure the product can report is one of these types. Each carries a stable machine-readable
+``code`` and, where it concerns one input field, the ``field``. Exactly one module
+(``rtserve.server.error_handlers``) maps them to HTTP status codes; nothing here knows about HTTP.
+
+::
+
+    RtserveError
+    ├── BundleError                     a bundle cannot be built, read or trusted
+    │   ├── BundleFormatError           manifest missing, unparseable or of an unknown format
+    │   ├── IntegrityError              a file's or the manifest's hash does not match
+    │   ├── UnsafeArtifactError         a pickle artifact without trust and a pinned digest
+    │   ├── UnsafeArchiveError          a tar entry that would leave the bundle
+    │   ├── EnvironmentMismatchError    framework versions differ and strict mode refuses
+    │   ├── SchemaDefinitionError       a schema (inferred or hand-edited) is inconsistent
+    │   └── UnsupportedModelError       no runtime can package this model
+    ├── InputError                      a request is wrong; the client can fix it
+    │   ├── MalformedRequestError       body is not parseable / not of the protocol's shape
+    │   ├── ValidationError             one or more fields break the schema (holds all of them)
+    │   ├── UnsupportedMediaTypeError   body is not of a content type we read
+    │   └── PayloadTooLargeError        body or batch exceeds a configured limit
+    ├── NotFoundError                   unknown model or version
+    ├── NotReadyError                   model known but not (yet) able to answer
+    └── PredictionError                 the runtime failed on valid input
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class RtserveError(Exception):
+    """Base of every error rtserve raises on purpose."""
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error body: ``{"error", "code", "field"}``."""
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+# --- bundle ---------------------------------------------------------------------------------
+
+
+class BundleError(RtserveError):
+    """A bundle cannot be built, read or trusted."""
+
+    code = "bundle_error"
+
+
+class BundleFormatError(BundleError):
+    """The manifest is missing, unparseable, or of a format this version cannot read."""
+
+    code = "bundle_format"
+
+
+class IntegrityError(BundleError):
+    """A file's bytes (or the manifest's content) do not match the recorded sha256."""
+
+    code = "integrity"
+
+    def __init__(self, path: str, expected: str, actual: str, hint: str = "") -> None:
+        message = (
+            f"{path}: sha256 {actual[:16]}… does not match the recorded {expected[:16]}…; "
+            "the bundle was modified or corrupted after it was built"
+        )
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message, field=path)
+        self.path = path
+
+
+class UnsafeArtifactError(BundleError):
+    """A pickle artifact was about to be loaded without explicit trust and a pinned digest."""
+
+    code = "unsafe_artifact"
+
+
+class UnsafeArchiveError(BundleError):
+    """A bundle archive holds an entry that would escape the bundle directory."""
+
+    code = "unsafe_archive"
+
+
+class EnvironmentMismatchError(BundleError):
+    """A framework's installed version differs from the build's and strict mode refuses it."""
+
+    code = "environment_mismatch"
+
+
+class SchemaDefinitionError(BundleError):
+    """A schema, inferred or edited by hand, contradicts itself or the model."""
+
+    code = "schema_definition"
+
+
+class UnsupportedModelError(BundleError):
+    """No runtime adapter can package this object."""
+
+    code = "unsupported_model"
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+class InputError(RtserveError):
+    """The request is wrong and the client can fix it."""
+
+    code = "bad_request"
+
+
+class MalformedRequestError(InputError):
+    """The body cannot be parsed or does not have the protocol's shape."""
+
+    code = "malformed_request"
+
+
+class UnsupportedMediaTypeError(InputError):
+    """The body is of a content type the endpoint does not read."""
+
+    code = "unsupported_media_type"
+
+
+class PayloadTooLargeError(InputError):
+    """The body or the number of rows exceeds a configured limit."""
+
+    code = "payload_too_large"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One broken rule on one field of one row."""
+
+    field: str
+    rule: str
+    message: str
+    row: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Machine-readable form used in error bodies."""
+        out: dict[str, Any] = {"field": self.field, "rule": self.rule, "error": self.message}
+        if self.row is not None:
+            out["row"] = self.row
+        return out
+
+
+class ValidationError(InputError):
+    """One or more input fields break the schema; holds every violation, not only the first."""
+
+    code = "validation_failed"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        if not violations:
+            raise ValueError("ValidationError needs at least one violation")
+        self.violations = violations
+        fields = sorted({v.field for v in violations})
+        first = violations[0]
+        where = f" (row {first.row})" if first.row is not None else ""
+        extra = f"; {len(violations) - 1} more violation(s)" if len(violations) > 1 else ""
+        super().__init__(f"{first.message}{where}{extra}", field=first.field)
+        self.fields = fields
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["fields"] = self.fields
+        body["violations"] = [v.to_dict() for v in self.violations[:100]]
+        return body
+
+
+class NotFoundError(RtserveError):
+    """The named model or version is not served here."""
+
+    code = "not_found"
+
+
+class NotReadyError(RtserveError):
+    """The model is known but cannot answer yet (loading, warm-up failed, shutting down)."""
+
+    code = "not_ready"
+
+
+class PredictionError(RtserveError):
+    """The runtime failed on input that passed validation."""
+
+    code = "prediction_failed"
