@@ -1,0 +1,161 @@
+"""The operations every transport calls: health, metadata, inference in both protocols."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from rtserve.bundle.jsonschema import record_schema
+from rtserve.bundle.schema import Schema
+from rtserve.bundle.validator import Validator
+from rtserve.engine.manager import ModelManager, ServedModel
+from rtserve.engine.predictions import Predictions
+from rtserve.protocol import records, v2
+from rtserve.types import Columns
+
+#: Bodies larger than this are decoded and validated off the event loop.
+OFFLOAD_BYTES = 64 << 10
+SERVER_NAME = "rtserve"
+EXTENSIONS = ["binary_tensor_data"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A transport-neutral answer: JSON bytes plus any protocol headers."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("rtserve")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+class DataPlane:
+    """Transport-neutral request handling over a ``ModelManager``."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+        self.draining = False
+        self._server_metadata = v2.encode_server_metadata(
+            name=SERVER_NAME, version=_version(), extensions=EXTENSIONS
+        )
+
+    # --- health ---------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        """The process answers; true even while models load or the server drains."""
+        return True
+
+    def ready(self) -> bool:
+        """Every served model is READY and the server is not shutting down."""
+        return self.manager.ready and not self.draining
+
+    def model_ready(self, name: str, version: str | None) -> bool:
+        """Whether one model (version) can answer now; unknown names raise ``NotFoundError``."""
+        return self.manager.get(name, version).ready and not self.draining
+
+    # --- metadata -------------------------------------------------------------------------
+
+    def server_metadata(self) -> bytes:
+        """Open Inference Protocol server metadata."""
+        return self._server_metadata
+
+    def model_metadata(self, name: str, version: str | None) -> bytes:
+        """Open Inference Protocol model metadata (inputs/outputs as tensors)."""
+        served = self.manager.get(name, version)
+        schema = _schema_of(served)
+        return v2.encode_model_metadata(
+            name=served.name,
+            versions=self.manager.versions(name),
+            platform=served.platform,
+            inputs=v2.input_metadata(schema),
+            outputs=v2.output_metadata(schema),
+        )
+
+    def model_description(self, name: str, version: str | None) -> dict[str, Any]:
+        """Records-API model description: JSON Schema of a record, version, digest, state."""
+        served = self.manager.get(name, version)
+        manifest = served.manifest
+        return {
+            "name": served.name,
+            "version": served.version,
+            "versions": self.manager.versions(name),
+            "digest": served.digest,
+            "state": served.state.value,
+            "reason": served.reason or None,
+            "runtime": served.platform,
+            "created_at": manifest.created_at.isoformat() if manifest else None,
+            "description": manifest.description if manifest else "",
+            "input_schema": record_schema(manifest.model_schema) if manifest else None,
+            "outputs": manifest.model_schema.outputs.model_dump(mode="json") if manifest else None,
+        }
+
+    # --- inference ------------------------------------------------------------------------
+
+    async def infer_v2(
+        self, name: str, version: str | None, body: bytes, header_length: int | None
+    ) -> Reply:
+        """``POST /v2/models/{name}[/versions/{v}]/infer``."""
+        served = self.manager.get(name, version)
+        predictor, batcher = served.require_ready()
+
+        def decode() -> tuple[v2.InferRequest, Columns]:
+            request = v2.decode_infer_request(body, header_length)
+            raw = v2.columns_from_inputs(request, predictor.schema)
+            return request, predictor.validator.columns(raw)
+
+        request, columns = await _maybe_offload(decode, len(body))
+        rows = len(next(iter(columns.values())))
+        output = await batcher.submit(columns, rows)
+        tensors = v2.output_tensors(Predictions(output, predictor.schema.outputs))
+        payload, headers = v2.encode_infer_response(
+            model_name=served.name,
+            model_version=served.version,
+            request_id=request.id,
+            outputs=tensors,
+            requested=request.outputs,
+            binary_default=request.binary_outputs_default,
+        )
+        return Reply(payload, headers)
+
+    async def predict_records(
+        self, name: str, version: str | None, body: bytes, request_id: str
+    ) -> Reply:
+        """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
+        served = self.manager.get(name, version)
+        predictor, batcher = served.require_ready()
+        validator: Validator = predictor.validator
+
+        def decode() -> Columns:
+            instances, _parameters = records.decode_predict_request(body)
+            return validator.records(instances)
+
+        columns = await _maybe_offload(decode, len(body))
+        rows = len(next(iter(columns.values())))
+        output = await batcher.submit(columns, rows)
+        payload = records.encode_predict_response(
+            Predictions(output, predictor.schema.outputs),
+            name=served.name,
+            version=served.version,
+            request_id=request_id,
+        )
+        return Reply(payload, {})
+
+
+async def _maybe_offload(work: Any, size: int) -> Any:
+    if size > OFFLOAD_BYTES:
+        return await asyncio.to_thread(work)
+    return work()
+
+
+def _schema_of(served: ServedModel) -> Schema:
+    if served.manifest is None:
+        served.require_ready()  # raises NotReadyError with the reason
+        raise AssertionError("unreachable: a model without a manifest is never ready")
+    return served.manifest.model_schema

@@ -1,0 +1,84 @@
+"""Composition root: settings + model manager + data plane + routes -> one ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from rtserve.engine.dataplane import DataPlane, _version
+from rtserve.engine.manager import ModelManager
+from rtserve.server.error_handlers import EXCEPTION_HANDLERS
+from rtserve.server.middleware import RequestContextMiddleware
+from rtserve.server.openapi import DOCS_HTML, openapi_document
+from rtserve.server.routes import ROUTES
+from rtserve.settings import Settings
+
+logger = logging.getLogger("rtserve.server")
+#: Workers started by ``--workers N`` read their settings from this variable (JSON).
+SETTINGS_ENV = "RTSERVE_WORKER_SETTINGS_JSON"
+
+
+def create_app(settings: Settings, manager: ModelManager | None = None) -> Starlette:
+    """The rtserve ASGI app; mount it in FastAPI/Starlette or run it with uvicorn.
+
+    Bundles in ``settings.bundles`` load in the background at start-up, so liveness answers at
+    once while readiness waits for every warm-up.
+    """
+    manager = manager if manager is not None else ModelManager(settings)
+    plane = DataPlane(manager)
+    document = msgspec.json.encode(openapi_document(_version()))
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        manager.pending = len(settings.bundles)  # unready from the first request on
+        loading = asyncio.create_task(asyncio.to_thread(manager.load_all, settings.bundles))
+        try:
+            yield
+        finally:
+            plane.draining = True
+            if not loading.done():
+                await asyncio.wait({loading}, timeout=5)
+            manager.close()
+
+    routes = [
+        Route(r.path, r.endpoint, methods=[r.method], name=r.name) for r in ROUTES
+    ]
+    routes += [
+        Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
+        Route("/docs", docs, methods=["GET"], include_in_schema=False),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    app.state.settings = settings
+    app.state.manager = manager
+    app.state.dataplane = plane
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for worker processes: settings come as JSON from ``RTSERVE_WORKER_SETTINGS_JSON``."""
+    raw = os.environ.get(SETTINGS_ENV)
+    settings: Any = (
+        Settings.model_validate_json(raw) if raw else Settings.load()
+    )
+    return create_app(settings)

@@ -1,0 +1,159 @@
+"""Thin HTTP endpoints: read the request, call the data plane, render the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from rtserve.engine.dataplane import DataPlane, Reply
+from rtserve.errors import MalformedRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+
+JSON = "application/json"
+_JSON_TYPES = ("application/json", "text/json")
+# tritonclient sends the binary tensor extension as octet-stream (or without a content type).
+_INFER_TYPES = (*_JSON_TYPES, "application/octet-stream")
+
+
+def _plane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.dataplane
+    return plane
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status_code=status, media_type=JSON)
+
+
+def _reply(reply: Reply) -> Response:
+    media = reply.headers.pop("Content-Type", JSON)
+    return Response(reply.body, media_type=media, headers=reply.headers)
+
+
+def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
+    raw = request.headers.get("content-type")
+    if raw is None:
+        return
+    media = raw.split(";", 1)[0].strip().lower()
+    if media and media not in accepted:
+        raise UnsupportedMediaTypeError(
+            f"content type {media!r} is not accepted here; send one of {list(accepted)}",
+            field="content-type",
+        )
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds the configured limit."""
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(
+            f"request body of {declared} bytes exceeds the limit of {limit} bytes; split the "
+            "request into smaller batches",
+            field="body",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"request body exceeds the limit of {limit} bytes; split the request into "
+                "smaller batches",
+                field="body",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get("inference-header-content-length")
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise MalformedRequestError(
+            f"Inference-Header-Content-Length {raw!r} is not a non-negative integer",
+            field="Inference-Header-Content-Length",
+        )
+    return int(raw)
+
+
+def _version(request: Request) -> str | None:
+    version: str | None = request.path_params.get("version")
+    return version
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
+async def live(request: Request) -> Response:
+    """Liveness: the process answers (Kubernetes livenessProbe)."""
+    return _json({"live": _plane(request).live()})
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: every model warmed up and matched its recorded outputs (readinessProbe)."""
+    is_ready = _plane(request).ready()
+    return _json({"ready": is_ready}, 200 if is_ready else 503)
+
+
+async def model_ready(request: Request) -> Response:
+    """Readiness of one model (version)."""
+    name = request.path_params["name"]
+    is_ready = _plane(request).model_ready(name, _version(request))
+    return _json({"name": name, "ready": is_ready}, 200 if is_ready else 503)
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+
+async def server_metadata(request: Request) -> Response:
+    """Open Inference Protocol server metadata."""
+    return Response(_plane(request).server_metadata(), media_type=JSON)
+
+
+async def model_metadata(request: Request) -> Response:
+    """Open Inference Protocol model metadata."""
+    body = _plane(request).model_metadata(request.path_params["name"], _version(request))
+    return Response(body, media_type=JSON)
+
+
+async def model_description(request: Request) -> Response:
+    """Records API: the model's input JSON Schema, version, digest and state."""
+    return _json(_plane(request).model_description(request.path_params["name"], _version(request)))
+
+
+# --- inference ------------------------------------------------------------------------------
+
+
+async def infer(request: Request) -> Response:
+    """Open Inference Protocol inference (JSON or binary tensor extension)."""
+    _check_content_type(request, _INFER_TYPES)
+    header_length = _header_length(request)
+    body = await read_body(request)
+    reply = await _plane(request).infer_v2(
+        request.path_params["name"], _version(request), body, header_length
+    )
+    return _reply(reply)
+
+
+async def predict(request: Request) -> Response:
+    """Records API inference: ``{"instances": [{...}, ...]}``."""
+    _check_content_type(request, _JSON_TYPES)
+    body = await read_body(request)
+    reply = await _plane(request).predict_records(
+        request.path_params["name"], _version(request), body, request.state.request_id
+    )
+    return _reply(reply)
+
+
+async def index(request: Request) -> Response:
+    """A tiny landing page pointing at the docs and the served models."""
+    models = "".join(
+        f"<li><a href='/v1/models/{m.name}'>{m.name}:{m.version}</a> — {m.state.value}</li>"
+        for m in _plane(request).manager.all()
+    )
+    return HTMLResponse(
+        f"<h1>rtserve</h1><p><a href='/docs'>API docs</a></p><ul>{models}</ul>"
+    )

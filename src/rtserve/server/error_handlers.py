@@ -1,0 +1,107 @@
+"""The only place that maps rtserve errors (and stray exceptions) to HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rtserve.errors import (
+    BundleError,
+    InputError,
+    MalformedRequestError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+    PredictionError,
+    RtserveError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
+
+logger = logging.getLogger("rtserve.server")
+
+# Most specific first: the first matching class decides the status.
+STATUS_OF: tuple[tuple[type[RtserveError], int], ...] = (
+    (ValidationError, 422),
+    (PayloadTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
+    (MalformedRequestError, 400),
+    (InputError, 400),
+    (NotFoundError, 404),
+    (NotReadyError, 503),
+    (PredictionError, 500),
+    (BundleError, 500),
+)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def status_for(error: RtserveError) -> int:
+    """HTTP status for an rtserve error."""
+    for kind, status in STATUS_OF:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def json_error(status: int, body: dict[str, object], request: Request | None = None) -> Response:
+    """A JSON error response carrying the request id when there is one."""
+    headers: dict[str, str] = {}
+    if status == 503:
+        headers["Retry-After"] = "1"
+    request_id = getattr(request.state, "request_id", None) if request is not None else None
+    if request_id:
+        body = {**body, "request_id": request_id}
+    return Response(
+        msgspec.json.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+async def handle_rtserve_error(request: Request, exc: Exception) -> Response:
+    """RtserveError -> its status and ``{"error", "code", "field"}`` body."""
+    assert isinstance(exc, RtserveError)
+    status = status_for(exc)
+    if status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return json_error(status, exc.to_dict(), request)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Routing errors (unknown path, wrong method) in the same JSON shape."""
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code
+    if exc.status_code == 404:
+        message = f"no route for {request.method} {request.url.path}; see /docs"
+    response = json_error(exc.status_code, {"error": message, "code": code}, request)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Anything else: log the traceback, tell the client nothing internal."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return json_error(
+        500, {"error": "internal server error; see the server log", "code": "internal_error"}, request
+    )
+
+
+EXCEPTION_HANDLERS = {
+    RtserveError: handle_rtserve_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
