@@ -171,6 +171,7 @@ class ValidationError(InputError):
         self.fields = fields
 
     def to_dict(self) -> dict[str, Any]:
+        """The error body plus every offending field and (the first 100) violations."""
         body = super().to_dict()
         body["fields"] = self.fields
         body["violations"] = [v.to_dict() for v in self.violations[:100]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -18,14 +18,14 @@ FloatArray = npt.NDArray[np.float64]
 AnyArray = npt.NDArray[Any]
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     """What a model's output means."""
 
     CLASSIFICATION = "classification"  # a label per row, and per-class probabilities when known
     REGRESSION = "regression"  # one value (or a vector of values) per row
 
 
-class ModelState(str, Enum):
+class ModelState(StrEnum):
     """Lifecycle of a served model."""
 
     LOADING = "loading"  # bundle being opened and verified, runtime being created
