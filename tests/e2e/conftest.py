@@ -49,13 +49,13 @@ class ServerProcess:
 def start_server(args: list[str], log: Path, timeout: float = 90.0) -> ServerProcess:
     """Start ``rtserve serve ARGS`` and wait until ``/v2/health/ready`` says 200."""
     port = free_port()
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rtserve", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with log.open("wb") as handle:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rtserve", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

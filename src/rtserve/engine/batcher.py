@@ -8,6 +8,7 @@ that long for company; it is 0 by default so an idle server adds no latency.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtserve.engine.events import BatchInfo
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
@@ -23,7 +25,8 @@ from rtserve.types import Columns
 class _Pending:
     columns: Columns
     rows: int
-    future: asyncio.Future[ModelOutput]
+    future: asyncio.Future[tuple[ModelOutput, BatchInfo]]
+    submitted: float
 
 
 @dataclass
@@ -88,10 +91,10 @@ class AdaptiveBatcher:
         """Batches running now."""
         return self._running
 
-    async def submit(self, columns: Columns, rows: int) -> ModelOutput:
-        """Queue one request's validated columns and wait for its outputs."""
+    async def submit(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:
+        """Queue one request's validated columns; wait for its own outputs and batch timings."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(columns, rows, loop.create_future())
+        pending = _Pending(columns, rows, loop.create_future(), time.perf_counter())
         self._queue.append(pending)
         if self._running < self.concurrency:
             self._running += 1
@@ -108,6 +111,7 @@ class AdaptiveBatcher:
                 if not batch:
                     continue
                 merged = concat_columns([p.columns for p in batch])
+                started = time.perf_counter()
                 try:
                     output = await loop.run_in_executor(self._pool, self._predict, merged)
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
@@ -115,12 +119,20 @@ class AdaptiveBatcher:
                         if not pending.future.done():
                             pending.future.set_exception(exc)
                     continue
+                predict_seconds = time.perf_counter() - started
                 self._record(batch)
+                batch_rows = sum(p.rows for p in batch)
                 start = 0
                 for pending in batch:
                     stop = start + pending.rows
                     if not pending.future.done():
-                        pending.future.set_result(output.rows(start, stop))
+                        info = BatchInfo(
+                            queue_seconds=started - pending.submitted,
+                            predict_seconds=predict_seconds,
+                            batch_rows=batch_rows,
+                            batch_requests=len(batch),
+                        )
+                        pending.future.set_result((output.rows(start, stop), info))
                     start = stop
         finally:
             self._running -= 1

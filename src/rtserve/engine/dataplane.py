@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -10,9 +12,12 @@ from typing import Any
 from rtserve.bundle.jsonschema import record_schema
 from rtserve.bundle.schema import Schema
 from rtserve.bundle.validator import Validator
+from rtserve.engine.batcher import AdaptiveBatcher
+from rtserve.engine.events import Observer, PredictionEvent
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
 from rtserve.protocol import records, v2
+from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
 #: Bodies larger than this are decoded and validated off the event loop.
@@ -37,10 +42,15 @@ def _version() -> str:
 
 
 class DataPlane:
-    """Transport-neutral request handling over a ``ModelManager``."""
+    """Transport-neutral request handling over a ``ModelManager``.
 
-    def __init__(self, manager: ModelManager) -> None:
+    Every prediction, whatever the protocol, goes through ``_predict``: the one place where the
+    batcher is called and observers (metrics, drift, decision log) are told about the outcome.
+    """
+
+    def __init__(self, manager: ModelManager, observers: Sequence[Observer] = ()) -> None:
         self.manager = manager
+        self.observers = list(observers)
         self.draining = False
         self._server_metadata = v2.encode_server_metadata(
             name=SERVER_NAME, version=_version(), extensions=EXTENSIONS
@@ -99,7 +109,12 @@ class DataPlane:
     # --- inference ------------------------------------------------------------------------
 
     async def infer_v2(
-        self, name: str, version: str | None, body: bytes, header_length: int | None
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None,
+        request_id: str = "",
     ) -> Reply:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
         served = self.manager.get(name, version)
@@ -110,9 +125,11 @@ class DataPlane:
             raw = v2.columns_from_inputs(request, predictor.schema)
             return request, predictor.validator.columns(raw)
 
+        started = time.perf_counter()
         request, columns = await _maybe_offload(decode, len(body))
-        rows = len(next(iter(columns.values())))
-        output = await batcher.submit(columns, rows)
+        output = await self._predict(
+            served, batcher, columns, started, protocol="v2", request_id=request_id
+        )
         tensors = v2.output_tensors(Predictions(output, predictor.schema.outputs))
         payload, headers = v2.encode_infer_response(
             model_name=served.name,
@@ -136,9 +153,11 @@ class DataPlane:
             instances, _parameters = records.decode_predict_request(body)
             return validator.records(instances)
 
+        started = time.perf_counter()
         columns = await _maybe_offload(decode, len(body))
-        rows = len(next(iter(columns.values())))
-        output = await batcher.submit(columns, rows)
+        output = await self._predict(
+            served, batcher, columns, started, protocol="records", request_id=request_id
+        )
         payload = records.encode_predict_response(
             Predictions(output, predictor.schema.outputs),
             name=served.name,
@@ -146,6 +165,38 @@ class DataPlane:
             request_id=request_id,
         )
         return Reply(payload, {})
+
+
+    async def _predict(
+        self,
+        served: ServedModel,
+        batcher: AdaptiveBatcher,
+        columns: Columns,
+        started: float,
+        *,
+        protocol: str,
+        request_id: str,
+    ) -> ModelOutput:
+        rows = len(next(iter(columns.values())))
+        accepted = time.time()
+        output, info = await batcher.submit(columns, rows)
+        if self.observers:
+            event = PredictionEvent(
+                request_id=request_id,
+                time=accepted,
+                model=served.name,
+                version=served.version,
+                digest=served.digest,
+                protocol=protocol,
+                columns=columns,
+                output=output,
+                rows=rows,
+                latency_seconds=time.perf_counter() - started,
+                batch=info,
+            )
+            for observer in self.observers:
+                observer.observe(event)
+        return output
 
 
 async def _maybe_offload(work: Any, size: int) -> Any:

@@ -8,7 +8,8 @@ import time
 
 import msgspec
 
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+# LogRecord attributes, plus uvicorn's ANSI-coloured duplicate of the message.
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):

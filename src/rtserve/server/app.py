@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -77,8 +76,9 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Starl
 
 def app_from_env() -> Starlette:
     """Factory for worker processes: settings come as JSON from ``RTSERVE_WORKER_SETTINGS_JSON``."""
+    from rtserve.observability.logging import configure_logging
+
     raw = os.environ.get(SETTINGS_ENV)
-    settings: Any = (
-        Settings.model_validate_json(raw) if raw else Settings.load()
-    )
+    settings = Settings.model_validate_json(raw) if raw else Settings.load()
+    configure_logging(settings.log_level)  # a spawned worker starts with no logging set up
     return create_app(settings)

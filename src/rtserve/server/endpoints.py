@@ -133,7 +133,11 @@ async def infer(request: Request) -> Response:
     header_length = _header_length(request)
     body = await read_body(request)
     reply = await _plane(request).infer_v2(
-        request.path_params["name"], _version(request), body, header_length
+        request.path_params["name"],
+        _version(request),
+        body,
+        header_length,
+        request_id=request.state.request_id,
     )
     return _reply(reply)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+from types import FrameType
 
 import uvicorn
 
@@ -28,6 +31,7 @@ def run(settings: Settings) -> None:
         "lifespan": "on",
         "server_header": False,
     }
+    _exit_zero_after_signal()
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return
@@ -38,3 +42,18 @@ def run(settings: Settings) -> None:
         workers=settings.workers,
         **common,  # type: ignore[arg-type]
     )
+
+
+def _exit_zero_after_signal() -> None:
+    """Make a signal-initiated stop exit 0.
+
+    uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the handler
+    that was installed before it started; this handler turns that into a clean exit, so
+    orchestrators see a deliberate stop, not a crash.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

@@ -1,0 +1,101 @@
+"""The ``rtserve`` command: the typer app, its command registry and the exit-code contract.
+
+Exit codes: 0 success, 1 failure (any ``RtserveError``, printed as one red ``error:`` line without
+a traceback), 2 usage error (typer/click). Each command group lives in its own module and adds its
+commands with ``register(app)``; adding a group is one line in ``_register``.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from rtserve.cli import bundle_commands, demo, predict, serve
+from rtserve.cli.output import print_error, shown_warnings
+from rtserve.errors import RtserveError
+
+FAILURE = 1
+
+
+class RtserveGroup(TyperGroup):
+    """The root command group: turns an ``RtserveError`` from any command into exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with shown_warnings():
+            try:
+                return super().invoke(ctx)
+            except RtserveError as exc:
+                print_error(exc)
+                raise typer.Exit(FAILURE) from exc
+
+
+app = typer.Typer(
+    name="rtserve",
+    cls=RtserveGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"rtserve {_version()}")
+        raise typer.Exit()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("rtserve")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "unknown"
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the rtserve version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Turn a trained model into a production real-time inference service.
+
+    Start with `rtserve build model.skops --sample train.parquet --name fraud --version 1
+    --output bundles/fraud-1`, then `rtserve verify bundles/fraud-1`.
+    """
+
+
+def _register(target: typer.Typer) -> None:
+    """Every command group, in the order ``--help`` lists them."""
+    demo.register(target)
+    serve.register(target)
+    bundle_commands.register(target)
+    predict.register(target)
+
+
+_register(app)
+
+
+def main() -> None:
+    """Console-script entry point (``rtserve``); exits 0 / 1 / 2."""
+    try:
+        app(prog_name="rtserve")
+    except RtserveError as exc:  # raised outside a command (e.g. by a parameter callback)
+        print_error(exc)
+        sys.exit(FAILURE)
+
+
+if __name__ == "__main__":
+    main()
