@@ -11,7 +11,6 @@ import sys
 from importlib import metadata
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -25,7 +24,9 @@ FAILURE = 1
 class RtserveGroup(TyperGroup):
     """The root command group: turns an ``RtserveError`` from any command into exit code 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    # `ctx` is typer's vendored click Context, a private type; Any keeps the override compatible.
+    def invoke(self, ctx: Any) -> Any:
+        """Run the chosen command, showing warnings as lines and errors as one red line."""
         with shown_warnings():
             try:
                 return super().invoke(ctx)

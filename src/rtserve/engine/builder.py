@@ -20,8 +20,8 @@ from rtserve.bundle.sample import DEFAULT_ROWS, ValidationSample, jsonable, samp
 from rtserve.bundle.schema import FieldType, Schema, UnseenPolicy
 from rtserve.bundle.validator import Validator
 from rtserve.engine import environment
-from rtserve.errors import BundleError, SchemaDefinitionError, ValidationError
-from rtserve.runtimes.base import Description, ModelOutput, Runtime, Trust
+from rtserve.errors import BundleError, RtserveError, SchemaDefinitionError, ValidationError
+from rtserve.runtimes.base import Description, ModelOutput, Runtime, RuntimeAdapter, Trust
 from rtserve.runtimes.registry import adapter_for
 from rtserve.types import Columns
 
@@ -62,7 +62,7 @@ def build(
     check_version(version)
     adapter = adapter_for(model)
     frame = as_frame(sample, _feature_names(model))
-    described = adapter.describe(model, frame)
+    described = _describe(adapter, model, frame)
     schema = Schema(
         inputs=infer_fields(frame),
         outputs=described.outputs,
@@ -107,6 +107,19 @@ def build(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
+
+
+def _describe(adapter: RuntimeAdapter, model: Any, frame: Any) -> Description:
+    """The adapter's description; the framework's own error on the sample becomes a BundleError."""
+    try:
+        return adapter.describe(model, frame)
+    except RtserveError:
+        raise
+    except Exception as exc:  # e.g. sklearn's ValueError for a sample without a training column
+        raise BundleError(
+            f"the model cannot predict on the sample ({type(exc).__name__}: {exc}); pass a sample "
+            "with the columns and types the model was trained on"
+        ) from exc
 
 
 def _feature_names(model: Any) -> list[str] | None:

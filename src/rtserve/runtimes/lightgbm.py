@@ -126,3 +126,10 @@ class LightGBMAdapter(RuntimeAdapter):
     def wrap(self, model: Any, description: Description) -> Runtime | None:
         booster = model if type(model).__name__ == "Booster" else model.booster_
         return LightGBMRuntime(booster, description)
+
+
+def read_booster_file(path: Path) -> Any:
+    """A native Booster from a user's LightGBM text model file (``rtserve build``)."""
+    import lightgbm as lgb
+
+    return lgb.Booster(model_file=str(path))

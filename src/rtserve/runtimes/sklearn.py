@@ -213,3 +213,33 @@ def require_fitted(model: Any) -> None:
         ) from exc
     except TypeError:
         pass
+
+
+def read_skops_file(path: Path) -> Any:
+    """A model from a user's ``.skops`` file, trusting only types from known ML libraries.
+
+    Raises:
+        UnsafeArtifactError: the file needs a type from outside ``TRUSTED_MODULE_PREFIXES``.
+    """
+    import skops.io as sio
+
+    untrusted = sorted(sio.get_untrusted_types(file=path))
+    outside = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
+    if outside:
+        libraries = ", ".join(p.rstrip(".") for p in TRUSTED_MODULE_PREFIXES)
+        raise UnsafeArtifactError(
+            f"{path}: the skops file needs types from outside known ML libraries: {outside}; "
+            f"rtserve trusts only types from {libraries}. Build the model from library "
+            "components, or load it yourself and call rtserve.build() from Python"
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+def read_pickle_file(path: Path) -> Any:
+    """A model from a user's pickle or joblib file; the caller has the user's word that it is trusted.
+
+    Unpickling runs code from the file: call this only after the user explicitly said so.
+    """
+    import joblib  # reads plain pickles too
+
+    return joblib.load(path)

@@ -144,3 +144,10 @@ class XGBoostAdapter(RuntimeAdapter):
 
     def wrap(self, model: Any, description: Description) -> Runtime | None:
         return XGBoostRuntime(model, description)
+
+
+def read_booster_file(path: Path) -> Any:
+    """A native Booster from a user's XGBoost JSON or UBJSON model file (``rtserve build``)."""
+    import xgboost as xgb
+
+    return xgb.Booster(model_file=str(path))
