@@ -1,0 +1,62 @@
+"""The records API codec (``POST /v1/models/{name}:predict``) and the one JSON error body.
+
+Request ``{"instances": [{field: value, ...}, ...], "parameters": {...}}``; response
+``{"predictions": [...], "model": {"name", "version"}, "request_id"}``. The rows are handed to
+``Validator.records`` as they are: this codec checks the document's shape, the validator the values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+from rtserve.errors import RtserveError
+from rtserve.protocol import _json
+
+
+class RecordsLike(Protocol):
+    """Predictions that can be written as one JSON object per row (``Predictions``)."""
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per row."""
+
+
+class _PredictRequest(msgspec.Struct, kw_only=True):
+    instances: list[dict[str, Any]]
+    parameters: dict[str, Any] | None = None
+
+
+_REQUEST = msgspec.json.Decoder(_PredictRequest)
+_HINT = 'a predict request is {"instances": [{"field": value, ...}, ...]} with one object per row'
+
+
+def decode_predict_request(body: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows and the parameters of a predict request.
+
+    Raises:
+        MalformedRequestError: the body is not JSON, not an object, or ``instances`` is not a
+            list of objects (the field names the offending part, e.g. ``instances[3]``).
+    """
+    request = _json.decode(_REQUEST, body, what="the predict request", hint=_HINT)
+    return request.instances, dict(request.parameters or {})
+
+
+def encode_predict_response(
+    predictions: RecordsLike, *, name: str, version: str, request_id: str
+) -> bytes:
+    """The predict response: one record per input row, plus which model answered."""
+    return _json.encode(
+        {
+            "predictions": predictions.to_records(),
+            "model": {"name": name, "version": version},
+            "request_id": request_id,
+        }
+    )
+
+
+def encode_error(error: RtserveError) -> bytes:
+    """The JSON error body every endpoint uses: ``{"error", "code", "field", ...}``."""
+    document = error.to_dict()
+    document.setdefault("field", None)
+    return _json.encode(document)
