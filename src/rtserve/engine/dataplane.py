@@ -23,7 +23,6 @@ from rtserve.types import Columns
 #: Bodies larger than this are decoded and validated off the event loop.
 OFFLOAD_BYTES = 64 << 10
 SERVER_NAME = "rtserve"
-EXTENSIONS = ["binary_tensor_data"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class DataPlane:
         self.observers = list(observers)
         self.draining = False
         self._server_metadata = v2.encode_server_metadata(
-            name=SERVER_NAME, version=_version(), extensions=EXTENSIONS
+            name=SERVER_NAME, version=_version(), extensions=v2.EXTENSIONS
         )
 
     # --- health ---------------------------------------------------------------------------
@@ -122,6 +121,7 @@ class DataPlane:
 
         def decode() -> tuple[v2.InferRequest, Columns]:
             request = v2.decode_infer_request(body, header_length)
+            v2.check_requested_outputs(request, predictor.schema)  # refuse before predicting
             raw = v2.columns_from_inputs(request, predictor.schema)
             return request, predictor.validator.columns(raw)
 
