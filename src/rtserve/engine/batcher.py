@@ -20,6 +20,9 @@ from rtserve.engine.events import BatchInfo
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
+#: Only requests this small may run inline on the event loop.
+_INLINE_MAX_ROWS = 8
+
 
 @dataclass
 class _Pending:
@@ -69,6 +72,7 @@ class AdaptiveBatcher:
         max_wait: float = 0.0,
         concurrency: int = 1,
         name: str = "model",
+        inline_below: float = 0.0,
     ) -> None:
         if max_batch_size < 1 or concurrency < 1 or max_wait < 0:
             raise ValueError("max_batch_size and concurrency must be >= 1, max_wait >= 0")
@@ -80,6 +84,12 @@ class AdaptiveBatcher:
         self._running = 0
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"rt-{name}")
         self.stats = BatchStats()
+        # A lone small request on an idle model whose predict is known to take less than
+        # ``inline_below`` seconds runs right on the event loop: the hop to a worker thread and
+        # back would cost more than the prediction. Under load batches always use the pool, so
+        # the loop keeps parsing the next requests while the runtime works.
+        self.inline_below = inline_below
+        self._typical_seconds = float("inf")  # moving average of small batches' predict time
 
     @property
     def queued(self) -> int:
@@ -93,6 +103,13 @@ class AdaptiveBatcher:
 
     async def submit(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:
         """Queue one request's validated columns; wait for its own outputs and batch timings."""
+        if (
+            rows <= _INLINE_MAX_ROWS
+            and self._running == 0
+            and not self._queue
+            and self._typical_seconds < self.inline_below
+        ):
+            return self._predict_inline(columns, rows)
         loop = asyncio.get_running_loop()
         pending = _Pending(columns, rows, loop.create_future(), time.perf_counter())
         self._queue.append(pending)
@@ -100,6 +117,27 @@ class AdaptiveBatcher:
             self._running += 1
             loop.create_task(self._drain())
         return await pending.future
+
+    def _predict_inline(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:
+        self._running += 1
+        started = time.perf_counter()
+        try:
+            output = self._predict(columns)
+        finally:
+            self._running -= 1
+        elapsed = time.perf_counter() - started
+        self._learn(elapsed, rows)
+        self.stats.batches += 1
+        self.stats.requests += 1
+        self.stats.rows += rows
+        return output, BatchInfo(0.0, elapsed, rows, 1)
+
+    def _learn(self, seconds: float, rows: int) -> None:
+        if rows <= _INLINE_MAX_ROWS:
+            if self._typical_seconds == float("inf"):
+                self._typical_seconds = seconds
+            else:
+                self._typical_seconds += 0.1 * (seconds - self._typical_seconds)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -122,6 +160,7 @@ class AdaptiveBatcher:
                 predict_seconds = time.perf_counter() - started
                 self._record(batch)
                 batch_rows = sum(p.rows for p in batch)
+                self._learn(predict_seconds, batch_rows)
                 start = 0
                 for pending in batch:
                     stop = start + pending.rows

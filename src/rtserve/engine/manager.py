@@ -128,6 +128,7 @@ class ModelManager:
             max_wait=self.settings.max_wait_ms / 1000.0,
             concurrency=self.settings.runtime_threads if predictor.runtime.thread_safe else 1,
             name=served.name,
+            inline_below=self.settings.inline_predict_us / 1e6,
         )
         served.load_seconds = time.perf_counter() - started
         served.state = ModelState.READY
