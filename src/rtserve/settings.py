@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,121 @@ class SettingsError(RtserveError):
     """A setting has an invalid value or the config file cannot be read."""
 
     code = "settings"
+
+
+# --- guard (rtserve.guard): one group per guard, e.g. RTSERVE_AUTH__ENABLED=true ------------------
+
+
+class ApiKeySetting(BaseModel):
+    """One API key, configured by its sha256 only (``rtserve.guard.auth.hash_key``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="Client name: the rate-limit and log identity.")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="sha256 hex digest of the key.")
+    roles: list[Literal["predict", "read", "admin"]] = Field(
+        min_length=1, description="Roles the key grants (admin grants every role)."
+    )
+
+
+class AuthSettings(BaseModel):
+    """Authentication; off by default (the embedded demo). Secrets only from env or files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Require credentials on non-public routes.")
+    api_keys: list[ApiKeySetting] = Field(
+        default_factory=list, description="API keys by hash: [{name, sha256, roles}]."
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="HS256 shared secret (set RTSERVE_AUTH__JWT_SECRET, not a file)."
+    )
+    jwt_secret_file: Path | None = Field(
+        default=None, description="File holding the HS256 secret (e.g. a mounted secret)."
+    )
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="PEM public key: bearer tokens are RS256 (overrides HS256)."
+    )
+    jwt_issuer: str = Field(default="", description="Required 'iss' of bearer tokens.")
+    jwt_audience: str = Field(default="", description="Required 'aud' of bearer tokens.")
+    jwt_roles_claim: str = Field(
+        default="roles", description="Claim holding the roles (a list, or a space-separated string)."
+    )
+    jwt_leeway_s: float = Field(default=0.0, ge=0, description="Clock skew allowed on 'exp'.")
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> AuthSettings:
+        uses_jwt = (
+            self.jwt_secret is not None
+            or self.jwt_secret_file is not None
+            or self.jwt_public_key_file is not None
+        )
+        if uses_jwt and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("bearer tokens need both jwt_issuer and jwt_audience to be checked")
+        return self
+
+
+class LimitSettings(BaseModel):
+    """Per-request bounds (the body size is ``max_body_bytes``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_instances: int = Field(default=10_000, ge=1, description="Most rows in one request.")
+    max_string_length: int = Field(default=4096, ge=1, description="Longest string value.")
+    max_json_depth: int = Field(default=32, ge=2, description="Deepest JSON nesting of a body.")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Time to receive a whole body (slow senders get 408)."
+    )
+
+
+class RateLimitSettings(BaseModel):
+    """Per-client rate limits (client = API key name or token subject; else the client address)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: str | None = Field(
+        default=None, description="Limit per client, e.g. '100/second' or '1000/minute'; None: off."
+    )
+    per_client: dict[str, str] = Field(
+        default_factory=dict, description="Limits for named clients, overriding the default."
+    )
+    storage: str = Field(
+        default="memory://",
+        description="Where counts live: memory:// (one process) or redis://host:port (shared).",
+    )
+
+
+class SheddingSettings(BaseModel):
+    """Deadlines and admission control."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_timeout_ms: float = Field(
+        default=30_000.0, gt=0, description="Deadline of a request without X-Request-Timeout-Ms."
+    )
+    max_timeout_ms: float = Field(
+        default=300_000.0, gt=0, description="Largest deadline a client may ask for."
+    )
+    max_queue: int = Field(
+        default=256, ge=0, description="Requests waiting per model before 503 (0: none wait)."
+    )
+
+
+class BreakerSettings(BaseModel):
+    """The per-model circuit breaker in front of the runtime."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consecutive_failures: int = Field(default=5, ge=1, description="Failures in a row that open it.")
+    error_rate: float = Field(
+        default=0.5, gt=0, le=1, description="Share of failed calls in the window that opens it."
+    )
+    window: int = Field(default=20, ge=1, description="Recent calls the error rate is taken over.")
+    min_calls: int = Field(default=10, ge=1, description="Calls needed before the rate counts.")
+    open_s: float = Field(default=10.0, gt=0, description="Seconds open before a half-open probe.")
+    predict_timeout_ms: float = Field(
+        default=10_000.0, gt=0, description="A predict slower than this counts as a failure."
+    )
 
 
 class Settings(BaseSettings):
@@ -66,8 +181,34 @@ class Settings(BaseSettings):
         le=64,
         description="Batches run at once per model when the runtime is thread-safe (ONNX Runtime).",
     )
+    inline_predict_us: float = Field(
+        default=200.0,
+        ge=0,
+        description="A lone small request on an idle model whose predict typically takes less "
+        "than this many microseconds runs on the event loop, skipping a thread hop (0: never).",
+    )
     graceful_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds in-flight requests get to finish on SIGTERM."
+    )
+    drain_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="On SIGTERM, seconds to keep serving with readiness false before closing.",
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="Authentication.")
+    limits: LimitSettings = Field(default_factory=LimitSettings, description="Request limits.")
+    rate_limit: RateLimitSettings = Field(
+        default_factory=RateLimitSettings, description="Per-client rate limits."
+    )
+    shedding: SheddingSettings = Field(
+        default_factory=SheddingSettings, description="Deadlines and admission control."
+    )
+    breaker: BreakerSettings = Field(
+        default_factory=BreakerSettings, description="Circuit breaker per model."
+    )
+    policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per model name: {fallback: ..., output: ...}, overriding the bundle's.",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     access_log: bool = Field(default=True, description="One JSON log line per request.")
