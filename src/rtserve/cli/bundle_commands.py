@@ -201,6 +201,8 @@ def inspect_bundle(
         rtserve inspect bundles/fraud-1.tar.gz --json
     """
     opened = Bundle.open(bundle, check=not no_verify)
+    if no_verify:
+        print_warning("hashes were not checked (--no-verify): this view may not be what was built")
     if json_output:
         print_json(render.document(opened, bundle))
         return
@@ -211,8 +213,6 @@ def inspect_bundle(
     render.line(console, "outputs", render.outputs_line(opened.manifest.model_schema.outputs))
     render.profile_lines(console, opened)
     console.print(render.files_table(opened))
-    if no_verify:
-        print_warning("hashes were not checked (--no-verify)")
 
 
 def verify(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from rtserve.bundle.schema import FieldSpec
 from rtserve.errors import SchemaDefinitionError
 
 Overrides = dict[str, dict[str, Any]]
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 #: Attributes of a field that an override may set (the name is the key, not an attribute).
 ATTRIBUTES = tuple(name for name in FieldSpec.model_fields if name != "name")
@@ -41,6 +44,8 @@ def parse_set(assignments: list[str]) -> Overrides:
                 f"{assignment!r}: the value {raw!r} is not a YAML scalar or list ({exc})",
                 param_hint="--set",
             ) from exc
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+            value = float(value)  # YAML 1.1 reads "1e4" as text; on a command line it is a number
         overrides.setdefault(field, {})[attribute] = value
     return overrides
 

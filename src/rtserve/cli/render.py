@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import ValidationError as PydanticValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -13,7 +15,11 @@ from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import MANIFEST_FILE
 from rtserve.bundle.profile import Profile
 from rtserve.bundle.schema import FieldSpec, MissingPolicy, OutputSpec, Schema, UnseenPolicy
+from rtserve.cli.output import print_warning
+from rtserve.errors import BundleError
 from rtserve.types import Task
+
+_Part = TypeVar("_Part")
 
 #: Allowed values shown per field before the rest are counted.
 SHOWN_ALLOWED = 6
@@ -23,8 +29,18 @@ def document(bundle: Bundle, shown_path: Path) -> dict[str, Any]:
     """The JSON view: ``Bundle.describe()`` plus a profile summary, located at ``shown_path``."""
     data = bundle.describe()
     data["path"] = str(shown_path)
-    data["profile_summary"] = profile_summary(bundle.read_profile())
+    profile = _read_part(bundle.manifest.profile, bundle.read_profile)
+    data["profile_summary"] = None if profile is None else profile_summary(profile)
     return data
+
+
+def _read_part(name: str, read: Callable[[], _Part]) -> _Part | None:
+    """A part of an unverified bundle (``inspect --no-verify``) may be corrupt: warn, go on."""
+    try:
+        return read()
+    except (OSError, PydanticValidationError, BundleError) as exc:
+        print_warning(f"{name}: unreadable ({type(exc).__name__}); the bundle is damaged")
+        return None
 
 
 def profile_summary(profile: Profile) -> dict[str, Any]:
@@ -105,7 +121,11 @@ def outputs_line(outputs: OutputSpec) -> str:
 
 def profile_lines(console: Console, bundle: Bundle) -> None:
     """The profile and validation sample in one or two lines."""
-    summary = profile_summary(bundle.read_profile())
+    profile = _read_part(bundle.manifest.profile, bundle.read_profile)
+    validation = _read_part(bundle.manifest.validation, bundle.read_validation)
+    if profile is None or validation is None:
+        return
+    summary = profile_summary(profile)
     kinds = [f["kind"] for f in summary["features"].values()]
     text = (
         f"{summary['rows']} rows; {kinds.count('numeric')} numeric and "
@@ -119,7 +139,7 @@ def profile_lines(console: Console, bundle: Bundle) -> None:
     if value and value["mean"] is not None:
         text += f"; predicted value mean {value['mean']:.4g} (min {value['min']:.4g}, max {value['max']:.4g})"
     line(console, "profile", text)
-    line(console, "validation", f"{bundle.read_validation().rows} rows with recorded outputs")
+    line(console, "validation", f"{validation.rows} rows with recorded outputs")
 
 
 def files_table(bundle: Bundle) -> Table:
