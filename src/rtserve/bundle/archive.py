@@ -41,15 +41,19 @@ def unpack(archive: Path, destination: Path) -> Path:
     """Extract ``archive`` into ``destination`` after checking every entry.
 
     Raises:
+        BundleFormatError: the file is not a readable gzip tar.
         UnsafeArchiveError: for absolute paths, ``..`` components, links, devices, or a total
-            size beyond ``MAX_UNPACKED_BYTES``.
+            size beyond ``MAX_UNPACKED_BYTES``; nothing is extracted then.
     """
     try:
-        tar = tarfile.open(archive, "r:gz")
+        tar = tarfile.open(archive, "r:gz")  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError) as exc:
         raise BundleFormatError(f"{archive}: not a readable .tar.gz ({exc})") from exc
     with tar:
-        members = tar.getmembers()
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as exc:  # truncated or corrupt stream
+            raise BundleFormatError(f"{archive}: not a readable .tar.gz ({exc})") from exc
         total = 0
         for member in members:
             _check_member(member)
@@ -69,7 +73,9 @@ def _check_member(member: tarfile.TarInfo) -> None:
     name = member.name
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(f"archive entry {name!r} is an absolute path; refusing", field=name)
+        raise UnsafeArchiveError(
+            f"archive entry {name!r} is an absolute path; refusing", field=name
+        )
     if ".." in path.parts:
         raise UnsafeArchiveError(
             f"archive entry {name!r} climbs out of the bundle with '..'; refusing", field=name

@@ -68,10 +68,12 @@ class Bundle:
 
     @property
     def name(self) -> str:
+        """The model name from the manifest."""
         return self.manifest.name
 
     @property
     def version(self) -> str:
+        """The version label from the manifest."""
         return self.manifest.version
 
     @property
@@ -93,13 +95,12 @@ class Bundle:
             self.verify()
             pack(self.path, target)
             return Bundle.open(target)
-        if target.exists():
-            if not overwrite:
-                raise BundleError(
-                    f"{target} already exists; bundles are immutable, so choose a new path "
-                    "(or pass overwrite=True)",
-                    field="path",
-                )
+        if target.exists() and not overwrite:
+            raise BundleError(
+                f"{target} already exists; bundles are immutable, so choose a new path "
+                "(or pass overwrite=True)",
+                field="path",
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
@@ -125,7 +126,7 @@ class Bundle:
 
     def describe(self) -> dict[str, object]:
         """A JSON-ready summary (what ``rtserve inspect --json`` prints)."""
-        data = json.loads(self.manifest.model_dump_json(by_alias=True))
+        data: dict[str, object] = json.loads(self.manifest.model_dump_json(by_alias=True))
         data["path"] = str(self.path)
         return data
 

@@ -69,12 +69,24 @@ def _infer_field(name: str, column: pd.Series) -> FieldSpec:
     if pd.api.types.is_float_dtype(dtype):
         return FieldSpec(name=name, type=FieldType.FLOAT, missing=missing)
     if isinstance(dtype, pd.CategoricalDtype):
-        categories = [str(v) for v in dtype.categories]
-        return FieldSpec(name=name, type=FieldType.STRING, missing=missing, allowed=categories)
-    if pd.api.types.is_string_dtype(dtype) or dtype == object:
+        categories = dtype.categories
+        if pd.api.types.is_integer_dtype(categories.dtype):
+            return FieldSpec(
+                name=name, type=FieldType.INT, missing=missing, allowed=[int(v) for v in categories]
+            )
+        if not all(isinstance(v, str) for v in categories):
+            raise SchemaDefinitionError(
+                f"sample column {name!r} is a category column with {categories.dtype} categories; "
+                "rtserve takes string or integer categories (e.g. .cat.rename_categories(str))",
+                field=name,
+            )
+        return FieldSpec(
+            name=name, type=FieldType.STRING, missing=missing, allowed=[str(v) for v in categories]
+        )
+    if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
         values = column.dropna()
         kinds = {type(v) for v in values}
-        if kinds and not kinds <= {str}:
+        if kinds and not all(issubclass(k, str) for k in kinds):
             if kinds <= {bool, np.bool_}:
                 return FieldSpec(name=name, type=FieldType.BOOL, missing=missing)
             raise SchemaDefinitionError(

@@ -22,10 +22,22 @@ def sha256_file(path: Path) -> str:
 
 
 def hash_files(directory: Path) -> dict[str, str]:
-    """sha256 of every regular file below ``directory`` except the manifest, by POSIX path."""
+    """sha256 of every regular file below ``directory`` except the manifest, by POSIX path.
+
+    Raises:
+        IntegrityError: for a symbolic link anywhere in the bundle.
+    """
     hashes: dict[str, str] = {}
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory).as_posix()
+        if path.is_symlink():
+            # A link's target can change (or sit outside the bundle) without any hash changing.
+            raise IntegrityError(
+                relative,
+                "<regular file>",
+                "<symbolic link>",
+                hint="bundles hold only regular files; a link could point outside the bundle",
+            )
         if path.is_file() and relative != MANIFEST_FILE:
             hashes[relative] = sha256_file(path)
     return hashes
@@ -54,13 +66,17 @@ def verify(directory: Path, manifest: Manifest) -> None:
             MANIFEST_FILE,
             manifest.digest.removeprefix("sha256:") or "<none>",
             expected_digest.removeprefix("sha256:"),
-            hint="if you edited the schema by hand, run `rtserve reseal` to check and re-sign it",
+            hint="rtserve.yaml was edited after the build; if you changed the schema on "
+            "purpose, run `rtserve reseal BUNDLE` to check the edit and re-sign it, or rebuild "
+            "with rtserve.build(..., schema_overrides=...)",
         )
     actual = hash_files(directory)
     for relative, expected in manifest.files.items():
         found = actual.get(relative)
         if found is None:
-            raise IntegrityError(relative, expected, "<missing file>")
+            raise IntegrityError(
+                relative, expected, "<missing file>", hint="the file is missing from the bundle"
+            )
         if found != expected:
             raise IntegrityError(relative, expected, found)
     extra = sorted(set(actual) - set(manifest.files))

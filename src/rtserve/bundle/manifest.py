@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rtserve.bundle.naming import check_name, check_version
 from rtserve.bundle.schema import Schema
-from rtserve.errors import BundleFormatError, SchemaDefinitionError
+from rtserve.errors import BundleFormatError, IntegrityError, SchemaDefinitionError
 
 MANIFEST_FILE = "rtserve.yaml"
-FORMAT = "rtserve.bundle/v1"
+FORMAT: Final = "rtserve.bundle/v1"
+_DIGEST_LINE = re.compile(rb"^digest: sha256:([0-9a-f]{64})\s*$", re.MULTILINE)
 
 
 class InputFrame(BaseModel):
@@ -108,12 +110,19 @@ def read_manifest(directory: Path) -> Manifest:
             "(build one with `rtserve build` or rtserve.build())",
             field=MANIFEST_FILE,
         )
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(raw.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise BundleFormatError(
-            f"{MANIFEST_FILE}: not valid YAML ({exc}); the file is corrupted or was mis-edited",
-            field=MANIFEST_FILE,
+        # rtserve itself always writes valid UTF-8 YAML, so an unreadable manifest means its
+        # bytes changed after the build: an integrity failure, like a changed byte elsewhere.
+        recorded = _DIGEST_LINE.search(raw)
+        raise IntegrityError(
+            MANIFEST_FILE,
+            recorded.group(1).decode("ascii") if recorded else "<unknown>",
+            "<unreadable>",
+            hint=f"it is no longer valid UTF-8 YAML: {exc}; restore the bundle from its source "
+            "or rebuild it",
         ) from exc
     if not isinstance(data, dict):
         raise BundleFormatError(f"{MANIFEST_FILE}: expected a mapping at the top level")

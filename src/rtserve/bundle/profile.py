@@ -69,8 +69,14 @@ def numeric_profile(values: AnyArray) -> NumericProfile:
     null_rate = float(1 - present.size / count) if count else 0.0
     if present.size == 0:
         return NumericProfile(
-            count=count, null_rate=null_rate, min=None, max=None, mean=None, std=None,
-            edges=[], counts=[],
+            count=count,
+            null_rate=null_rate,
+            min=None,
+            max=None,
+            mean=None,
+            std=None,
+            edges=[],
+            counts=[],
         )
     quantiles = np.quantile(present, np.linspace(0, 1, N_BINS + 1)[1:-1])
     edges = np.unique(quantiles)
@@ -120,7 +126,9 @@ def build_profile(
             features[spec.name] = numeric_profile(column)
         elif spec.type is FieldType.BOOL:
             features[spec.name] = categorical_profile(
-                np.array([None if v is None else str(bool(v)).lower() for v in column], dtype=object)
+                np.array(
+                    [None if v is None else str(bool(v)).lower() for v in column], dtype=object
+                )
             )
         else:
             features[spec.name] = categorical_profile(column)
@@ -134,4 +142,3 @@ def build_profile(
     if value is not None:
         outputs.value = numeric_profile(np.asarray(value, dtype=np.float64).reshape(rows, -1)[:, 0])
     return Profile(rows=rows, features=features, outputs=outputs)
-

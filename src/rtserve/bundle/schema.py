@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
+from pydantic import ValidationError as PydanticValidationError
 
 from rtserve.errors import SchemaDefinitionError
 from rtserve.types import Task
@@ -17,7 +18,7 @@ MAX_INFERRED_CATEGORIES = 200
 _FIELD_NAME = re.compile(r"^[^\x00-\x1f]{1,256}$")
 
 
-class FieldType(str, Enum):
+class FieldType(StrEnum):
     """Logical type of an input field (what a client sends, not how the model stores it)."""
 
     FLOAT = "float"
@@ -26,19 +27,19 @@ class FieldType(str, Enum):
     STRING = "string"
 
 
-class MissingPolicy(str, Enum):
+class MissingPolicy(StrEnum):
     """What happens when a field is absent or null."""
 
     REJECT = "reject"  # the request is refused with a 422 naming the field
-    PASS = "pass"  # the model receives a missing value (NaN / None) and handles it itself
+    PASS = "pass"  # noqa: S105 - a policy name, not a password; the model gets NaN / None
     IMPUTE = "impute"  # the declared constant ``impute`` replaces it before the model sees it
 
 
-class UnseenPolicy(str, Enum):
+class UnseenPolicy(StrEnum):
     """What happens when a categorical field carries a value outside ``allowed``."""
 
-    REJECT = "reject"
-    PASS = "pass"
+    REJECT = "reject"  # the request is refused with a 422 naming the field
+    PASS = "pass"  # noqa: S105 - a policy name, not a password; the model sees the new value
 
 
 class FieldSpec(BaseModel):
@@ -61,11 +62,25 @@ class FieldSpec(BaseModel):
     pii: bool = False
     description: str = ""
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _typed_errors(cls, data: Any, handler: ModelWrapValidatorHandler[FieldSpec]) -> FieldSpec:
+        try:
+            return handler(data)
+        except PydanticValidationError as exc:
+            name = data.get("name") if isinstance(data, dict) else None
+            where = f"input field {name!r}" if isinstance(name, str) else "an input field"
+            raise SchemaDefinitionError(
+                f"{where}: {_explain(exc)}", field=name if isinstance(name, str) else None
+            ) from exc
+
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:
         where = f"input field {self.name!r}"
         if not _FIELD_NAME.match(self.name):
-            raise SchemaDefinitionError(f"{where}: a name must be 1-256 printable characters")
+            raise SchemaDefinitionError(
+                f"{where}: a name must be 1-256 printable characters", field=self.name
+            )
         if self.missing is MissingPolicy.IMPUTE:
             if self.impute is None:
                 raise SchemaDefinitionError(
@@ -75,7 +90,8 @@ class FieldSpec(BaseModel):
                 )
             if not _value_has_type(self.impute, self.type):
                 raise SchemaDefinitionError(
-                    f"{where}: impute value {self.impute!r} is not a {self.type.value}",
+                    f"{where}: impute value {self.impute!r} is not "
+                    f"{'an' if self.type is FieldType.INT else 'a'} {self.type.value}",
                     field=self.name,
                 )
         elif self.impute is not None:
@@ -129,6 +145,14 @@ class OutputSpec(BaseModel):
     #: Whether the classifier also yields probabilities.
     probabilities: bool = True
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _typed_errors(cls, data: Any, handler: ModelWrapValidatorHandler[OutputSpec]) -> OutputSpec:
+        try:
+            return handler(data)
+        except PydanticValidationError as exc:
+            raise SchemaDefinitionError(f"outputs: {_explain(exc)}", field="outputs") from exc
+
     @model_validator(mode="after")
     def _consistent(self) -> OutputSpec:
         if self.task is Task.CLASSIFICATION and not self.classes:
@@ -146,6 +170,17 @@ class Schema(BaseModel):
     #: What to do with record keys that are not schema fields (a typo would otherwise pass
     #: silently as a missing value).
     extra_fields: Literal["reject", "ignore"] = "reject"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _typed_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Schema]) -> Schema:
+        try:
+            return handler(data)
+        except PydanticValidationError as exc:
+            first = exc.errors()[0]["loc"]
+            raise SchemaDefinitionError(
+                f"schema: {_explain(exc)}", field=str(first[0]) if first else None
+            ) from exc
 
     @model_validator(mode="after")
     def _unique(self) -> Schema:
@@ -200,6 +235,18 @@ class Schema(BaseModel):
             else:
                 inputs.append(spec)
         return self.model_copy(update={"inputs": inputs})
+
+
+def _explain(exc: PydanticValidationError) -> str:
+    """pydantic's complaints as one sentence: ``key: what is wrong (got value)``."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "value"
+        shown = repr(err["input"])
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        got = f" (got {shown})" if err["type"] != "missing" else ""
+        parts.append(f"{where}: {err['msg']}{got}")
+    return "; ".join(parts)
 
 
 def _value_has_type(value: object, field_type: FieldType) -> bool:

@@ -7,7 +7,6 @@ so a client learns all of its mistakes from one answer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,8 +26,23 @@ _Check = Callable[[Sequence[Any] | AnyArray, list[FieldViolation]], AnyArray]
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, (np.generic)):
+        value = value.item()  # "3.5", not "np.float64(3.5)"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_null(value: Any) -> bool:
+    """None, an absent key, NaN, or a pandas NA/NaT (records made from DataFrames carry these)."""
+    if value is None or value is MISSING:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(value != value)  # NaN != NaN
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def _article(field_type: FieldType) -> str:
+    return "an" if field_type is FieldType.INT else "a"
 
 
 class Validator:
@@ -56,24 +70,27 @@ class Validator:
                     field=f"instances[{i}]",
                 )
             if self._reject_extra and not self._name_set.issuperset(record):
-                for key in sorted(set(record) - self._name_set, key=str):
-                    violations.append(
-                        FieldViolation(
-                            field=str(key),
-                            rule="unknown_field",
-                            message=f"{key}: not a field of this model; expected fields are "
-                            f"{self._names}",
-                            row=i,
-                        )
-                    )
-        columns = {
-            name: [record.get(name, MISSING) for record in records] for name in self._names
-        }
+                violations.extend(
+                    self._unknown(key, row=i)
+                    for key in sorted(set(record) - self._name_set, key=str)
+                )
+        columns = {name: [record.get(name, MISSING) for record in records] for name in self._names}
         return self._run(columns, len(records), violations)
 
     def columns(self, columns: Mapping[str, Sequence[Any] | AnyArray]) -> Columns:
         """Validate named columns (e.g. one Open Inference Protocol input per field)."""
-        lengths = {name: len(values) for name, values in columns.items()}
+        if not isinstance(columns, Mapping):
+            raise MalformedRequestError(
+                f"inputs: expected a mapping of field name to values, got {type(columns).__name__}"
+            )
+        for name, values in columns.items():
+            if not _is_column(values):
+                raise MalformedRequestError(
+                    f"{name}: expected a list (or 1-D array) of values, one per row, got "
+                    f"{_describe(values)}",
+                    field=str(name),
+                )
+        lengths = {str(name): len(values) for name, values in columns.items()}
         if len(set(lengths.values())) > 1:
             raise MalformedRequestError(
                 f"inputs: all fields need the same number of rows, got {lengths}"
@@ -81,17 +98,12 @@ class Validator:
         n_rows = next(iter(lengths.values()), 0)
         violations: list[FieldViolation] = []
         if self._reject_extra:
-            for key in sorted(set(columns) - self._name_set):
-                violations.append(
-                    FieldViolation(
-                        field=key,
-                        rule="unknown_field",
-                        message=f"{key}: not a field of this model; expected fields are "
-                        f"{self._names}",
-                    )
-                )
+            violations.extend(
+                self._unknown(key) for key in sorted(set(columns) - self._name_set, key=str)
+            )
         present: dict[str, Sequence[Any] | AnyArray] = {
-            name: columns[name] if name in columns else [MISSING] * n_rows for name in self._names
+            name: _plain_column(columns[name]) if name in columns else [MISSING] * n_rows
+            for name in self._names
         }
         return self._run(present, n_rows, violations)
 
@@ -101,14 +113,30 @@ class Validator:
 
         if not isinstance(frame, pd.DataFrame):
             raise MalformedRequestError(f"expected a DataFrame, got {type(frame).__name__}")
+        if not frame.columns.is_unique:
+            duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+            raise MalformedRequestError(
+                f"columns {duplicated} appear more than once; each field needs one column",
+                field=duplicated[0],
+            )
         out: dict[str, Sequence[Any] | AnyArray] = {}
         for name in frame.columns:
             series = frame[name]
-            if series.dtype.kind in "fiub":
+            if isinstance(series.dtype, np.dtype) and series.dtype.kind in "fiub":
                 out[str(name)] = series.to_numpy()
             else:
-                out[str(name)] = series.to_numpy(dtype=object, na_value=None)
+                values = series.to_numpy(dtype=object)
+                values[pd.isna(values)] = None  # NaN, pd.NA and NaT alike
+                out[str(name)] = values
         return self.columns(out)
+
+    def _unknown(self, key: object, row: int | None = None) -> FieldViolation:
+        return FieldViolation(
+            field=str(key),
+            rule="unknown_field",
+            message=f"{key}: not a field of this model; expected fields are {self._names}",
+            row=row,
+        )
 
     def _run(
         self,
@@ -126,6 +154,28 @@ class Validator:
         return result
 
 
+def _is_column(values: Any) -> bool:
+    if isinstance(values, np.ndarray):
+        return values.ndim == 1
+    if isinstance(values, (str, bytes, bytearray, Mapping)):
+        return False
+    if hasattr(values, "ndim") and hasattr(values, "__len__"):  # a pandas Series / Index
+        return int(values.ndim) == 1
+    return isinstance(values, Sequence)
+
+
+def _plain_column(values: Any) -> Sequence[Any] | AnyArray:
+    """A list or numpy array, positionally indexable (a pandas Series becomes an array)."""
+    if isinstance(values, (np.ndarray, list, tuple)):
+        return values
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, np.dtype) and hasattr(values, "to_numpy"):
+        return values.to_numpy()  # type: ignore[no-any-return]
+    if hasattr(values, "to_numpy"):
+        return values.to_numpy(dtype=object, na_value=None)  # type: ignore[no-any-return]
+    return list(values)
+
+
 def _compile(spec: FieldSpec) -> _Check:
     if spec.type is FieldType.FLOAT:
         return _float_check(spec)
@@ -140,56 +190,57 @@ def _missing_rule(
     spec: FieldSpec, missing_rows: AnyArray, violations: list[FieldViolation]
 ) -> None:
     if spec.missing is MissingPolicy.REJECT:
-        for row in missing_rows[: MAX_VIOLATIONS - len(violations) + 1]:
-            violations.append(
-                FieldViolation(
-                    field=spec.name,
-                    rule="required",
-                    message=f"{spec.name}: a value is required (missing values are rejected "
-                    "by the schema)",
-                    row=int(row),
-                )
+        violations.extend(
+            FieldViolation(
+                field=spec.name,
+                rule="required",
+                message=f"{spec.name}: a value is required (missing values are rejected "
+                "by the schema)",
+                row=int(row),
             )
+            for row in missing_rows[: max(MAX_VIOLATIONS - len(violations), 1)]
+        )
 
 
 def _type_violation(spec: FieldSpec, value: Any, row: int) -> FieldViolation:
     return FieldViolation(
         field=spec.name,
         rule="type",
-        message=f"{spec.name}: {_describe(value)} is not a {spec.type.value}",
+        message=f"{spec.name}: {_describe(value)} is not {_article(spec.type)} {spec.type.value}",
         row=row,
     )
 
 
 def _bounds(spec: FieldSpec, arr: AnyArray, violations: list[FieldViolation]) -> None:
+    """Declared minimum / maximum; NaN (missing or already refused) compares as neither."""
     with np.errstate(invalid="ignore"):
         if spec.minimum is not None:
-            for row in np.flatnonzero(arr < spec.minimum)[:MAX_VIOLATIONS]:
-                violations.append(
-                    FieldViolation(
-                        field=spec.name,
-                        rule="minimum",
-                        message=f"{spec.name}: {arr[row]!r} is below the minimum "
-                        f"{spec.minimum} (declared in the schema)",
-                        row=int(row),
-                    )
+            violations.extend(
+                FieldViolation(
+                    field=spec.name,
+                    rule="minimum",
+                    message=f"{spec.name}: {_describe(arr[row])} is below the minimum "
+                    f"{spec.minimum} (declared in the schema)",
+                    row=int(row),
                 )
+                for row in np.flatnonzero(arr < spec.minimum)[:MAX_VIOLATIONS]
+            )
         if spec.maximum is not None:
-            for row in np.flatnonzero(arr > spec.maximum)[:MAX_VIOLATIONS]:
-                violations.append(
-                    FieldViolation(
-                        field=spec.name,
-                        rule="maximum",
-                        message=f"{spec.name}: {arr[row]!r} is above the maximum "
-                        f"{spec.maximum} (declared in the schema)",
-                        row=int(row),
-                    )
+            violations.extend(
+                FieldViolation(
+                    field=spec.name,
+                    rule="maximum",
+                    message=f"{spec.name}: {_describe(arr[row])} is above the maximum "
+                    f"{spec.maximum} (declared in the schema)",
+                    row=int(row),
                 )
+                for row in np.flatnonzero(arr > spec.maximum)[:MAX_VIOLATIONS]
+            )
 
 
 def _float_check(spec: FieldSpec) -> _Check:
     def check(values: Sequence[Any] | AnyArray, violations: list[FieldViolation]) -> AnyArray:
-        bad_rows: set[int] = set()
+        refused: list[int] = []  # rows already reported as a wrong type
         arr: AnyArray | None = None
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
             arr = values.astype(np.float64)
@@ -201,7 +252,7 @@ def _float_check(spec: FieldSpec) -> _Check:
         if arr is None:
             arr = np.empty(len(values), dtype=np.float64)
             for i, v in enumerate(values):
-                if v is None or v is MISSING:
+                if _is_null(v):
                     arr[i] = np.nan
                 elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
                     v, (bool, np.bool_)
@@ -212,19 +263,20 @@ def _float_check(spec: FieldSpec) -> _Check:
                         arr[i] = np.inf
                 else:
                     violations.append(_type_violation(spec, v, i))
-                    bad_rows.add(i)
-                    arr[i] = 0.0
-        infinite = np.flatnonzero(np.isinf(arr))
-        for row in infinite[:MAX_VIOLATIONS]:
-            violations.append(
-                FieldViolation(
-                    field=spec.name,
-                    rule="finite",
-                    message=f"{spec.name}: {arr[row]!r} is not a finite number",
-                    row=int(row),
-                )
+                    refused.append(i)
+                    arr[i] = np.nan
+        violations.extend(
+            FieldViolation(
+                field=spec.name,
+                rule="finite",
+                message=f"{spec.name}: {_describe(values[row])} is not a finite number "
+                "(or too large for a 64-bit float)",
+                row=int(row),
             )
+            for row in np.flatnonzero(np.isinf(arr))[:MAX_VIOLATIONS]
+        )
         missing = np.isnan(arr)
+        missing[refused] = False
         if missing.any():
             _missing_rule(spec, np.flatnonzero(missing), violations)
             if spec.missing is MissingPolicy.IMPUTE:
@@ -240,24 +292,26 @@ def _int_check(spec: FieldSpec) -> _Check:
     reject_unseen = allowed is not None and spec.unseen is UnseenPolicy.REJECT
 
     def check(values: Sequence[Any] | AnyArray, violations: list[FieldViolation]) -> AnyArray:
+        refused: set[int] = set()  # rows already reported; they are neither missing nor bounded
         if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
             ints: list[int | None] = [int(v) for v in values]
         else:
             ints = []
             for i, v in enumerate(values):
-                if v is None or v is MISSING:
+                if _is_null(v):
                     ints.append(None)
-                elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
-                    ints.append(int(v))
-                elif isinstance(v, (float, np.floating)) and math.isnan(v):
-                    ints.append(None)
-                elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+                elif (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))) or (
+                    isinstance(v, (float, np.floating)) and float(v).is_integer()
+                ):
                     ints.append(int(v))
                 else:
                     violations.append(_type_violation(spec, v, i))
-                    ints.append(0)
+                    refused.add(i)
+                    ints.append(None)
         for i, v in enumerate(ints):
-            if v is not None and not _INT64_MIN <= v <= _INT64_MAX:
+            if v is None:
+                continue
+            if not _INT64_MIN <= v <= _INT64_MAX:
                 violations.append(
                     FieldViolation(
                         field=spec.name,
@@ -266,24 +320,33 @@ def _int_check(spec: FieldSpec) -> _Check:
                         row=i,
                     )
                 )
-                ints[i] = 0
-            elif reject_unseen and v is not None and allowed is not None and v not in allowed:
+                refused.add(i)
+                ints[i] = None
+            elif reject_unseen and v not in allowed:  # type: ignore[operator]
                 violations.append(_unseen_violation(spec, v, i))
-        missing_rows = np.array([i for i, v in enumerate(ints) if v is None], dtype=np.int64)
+        missing_rows = np.array(
+            [i for i, v in enumerate(ints) if v is None and i not in refused], dtype=np.int64
+        )
         if missing_rows.size:
             _missing_rule(spec, missing_rows, violations)
-            if spec.missing is MissingPolicy.IMPUTE:
-                arr: AnyArray = np.array(
-                    [spec.impute if v is None else v for v in ints], dtype=np.int64
-                )
-            else:
-                arr = np.array([np.nan if v is None else v for v in ints], dtype=np.float64)
+        if refused or (missing_rows.size and spec.missing is not MissingPolicy.IMPUTE):
+            # a gap: ints travel as float NaN, as pandas itself would hold them
+            arr: AnyArray = np.array(
+                [np.nan if v is None else v for v in _imputed(spec, ints, refused)],
+                dtype=np.float64,
+            )
         else:
-            arr = np.array(ints, dtype=np.int64)
+            arr = np.array(_imputed(spec, ints, refused), dtype=np.int64)
         _bounds(spec, arr, violations)
         return arr
 
     return check
+
+
+def _imputed(spec: FieldSpec, ints: list[int | None], refused: set[int]) -> list[int | None]:
+    if spec.missing is not MissingPolicy.IMPUTE:
+        return ints
+    return [spec.impute if v is None and i not in refused else v for i, v in enumerate(ints)]  # type: ignore[misc]
 
 
 def _bool_check(spec: FieldSpec) -> _Check:
@@ -292,7 +355,7 @@ def _bool_check(spec: FieldSpec) -> _Check:
             return values.astype(bool)
         out: list[bool | None] = []
         for i, v in enumerate(values):
-            if v is None or v is MISSING:
+            if _is_null(v):
                 out.append(spec.impute if spec.missing is MissingPolicy.IMPUTE else None)  # type: ignore[arg-type]
             elif isinstance(v, (bool, np.bool_)):
                 out.append(bool(v))
@@ -310,12 +373,13 @@ def _bool_check(spec: FieldSpec) -> _Check:
 
 def _unseen_violation(spec: FieldSpec, value: Any, row: int) -> FieldViolation:
     shown = spec.allowed[:10] if spec.allowed else []
-    more = f" (and {len(spec.allowed) - 10} more)" if spec.allowed and len(spec.allowed) > 10 else ""
+    more = (
+        f" (and {len(spec.allowed) - 10} more)" if spec.allowed and len(spec.allowed) > 10 else ""
+    )
     return FieldViolation(
         field=spec.name,
         rule="allowed",
-        message=f"{spec.name}: {_describe(value)} is not one of the allowed values "
-        f"{shown}{more}",
+        message=f"{spec.name}: {_describe(value)} is not one of the allowed values {shown}{more}",
         row=row,
     )
 
@@ -329,15 +393,14 @@ def _string_check(spec: FieldSpec) -> _Check:
         arr = np.empty(len(values), dtype=object)
         missing_rows: list[int] = []
         for i, v in enumerate(values):
-            if type(v) is str:
+            if isinstance(v, str):
+                v = str(v) if type(v) is not str else v  # numpy.str_ and other subclasses
                 if reject_unseen and v not in allowed:  # type: ignore[operator]
                     violations.append(_unseen_violation(spec, v, i))
                 arr[i] = v
-            elif v is None or v is MISSING:
+            elif _is_null(v):
                 missing_rows.append(i)
                 arr[i] = impute
-            elif isinstance(v, str):
-                arr[i] = str(v)
             else:
                 violations.append(_type_violation(spec, v, i))
                 arr[i] = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,7 @@ def build(
             version=version,
             description=description,
             created_at=datetime.now(UTC).replace(microsecond=0),
-            schema=schema,
+            model_schema=schema,
             input_frame=described.input_frame,
             runtime=spec,
             environment=environment.capture(adapter.packages),
@@ -159,7 +160,11 @@ def _probe_unseen(
         probe = dict(first)
         probe[spec.name] = np.array([_UNSEEN_PROBE], dtype=object)
         try:
-            runtime.predict(probe)
+            # A warning (e.g. "unknown category encoded as zeros") is an answer, not a failure,
+            # whatever the caller's warning filters say.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runtime.predict(probe)
         except Exception:  # noqa: BLE001 - any failure means the model cannot take it
             changes[spec.name] = {"unseen": UnseenPolicy.REJECT}
     return schema.with_overrides(changes) if changes else schema

@@ -43,15 +43,14 @@ def load(
             "this is not the bundle you trusted",
             field="digest",
         )
-    if manifest.runtime.unsafe:
-        if not trust_pickle or pinned_digest is None:
-            raise UnsafeArtifactError(
-                f"bundle {manifest.name}:{manifest.version} stores its model as a pickle "
-                f"({manifest.runtime.options.get('pickle_reason', 'no safe format fits')}); "
-                "unpickling runs code from the file, so it loads only with trust_pickle=True "
-                f"and pinned_digest={bundle.digest!r} (CLI: --trust-pickle --pin-digest)",
-                field="runtime.format",
-            )
+    if manifest.runtime.unsafe and (not trust_pickle or pinned_digest is None):
+        raise UnsafeArtifactError(
+            f"bundle {manifest.name}:{manifest.version} stores its model as a pickle "
+            f"({manifest.runtime.options.get('pickle_reason', 'no safe format fits')}); "
+            "unpickling runs code from the file, so it loads only with trust_pickle=True "
+            f"and pinned_digest={bundle.digest!r} (CLI: --trust-pickle --pin-digest)",
+            field="runtime.format",
+        )
     environment.check(manifest.environment, strict=strict_versions)
     adapter = adapter_named(manifest.runtime.adapter)
     description = Description(

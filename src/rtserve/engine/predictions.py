@@ -28,22 +28,27 @@ class Predictions:
 
     @property
     def task(self) -> Task:
+        """Classification or regression."""
         return self.spec.task
 
     @property
     def classes(self) -> list[Any] | None:
+        """Class labels in the column order of ``probabilities`` (None for regressors)."""
         return list(self.spec.classes) if self.spec.classes is not None else None
 
     @property
     def label(self) -> AnyArray | None:
+        """One predicted label per row (classifiers)."""
         return self.output.label
 
     @property
     def probabilities(self) -> AnyArray | None:
+        """Per-class probabilities, one row per input row (classifiers that have them)."""
         return self.output.probabilities
 
     @property
     def value(self) -> AnyArray | None:
+        """One value (or vector of values) per row (regressors)."""
         return self.output.value
 
     def to_records(self) -> list[dict[str, Any]]:

@@ -30,9 +30,11 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
+        """True when outputs are within tolerance and no label differs."""
         return self.max_abs_diff <= self.tolerance and self.label_mismatch_rate == 0.0
 
     def describe(self) -> str:
+        """One sentence for logs and the CLI."""
         verdict = "matches" if self.passed else "does NOT match"
         return (
             f"warm-up on {self.rows} validation rows {verdict} the recorded outputs "
@@ -58,14 +60,17 @@ class Predictor:
 
     @property
     def name(self) -> str:
+        """The bundle's model name."""
         return self.bundle.name
 
     @property
     def version(self) -> str:
+        """The bundle's version label."""
         return self.bundle.version
 
     @property
     def digest(self) -> str:
+        """The bundle digest (``sha256:<hex>``)."""
         return self.bundle.digest
 
     def validate(self, data: Any) -> Columns:
@@ -73,10 +78,7 @@ class Predictor:
         if type(data).__name__ == "DataFrame":
             return self.validator.frame(data)
         if isinstance(data, Mapping):
-            if data and all(
-                isinstance(v, Sequence) and not isinstance(v, (str, bytes)) or hasattr(v, "shape")
-                for v in data.values()
-            ):
+            if data and all(_is_column(v) for v in data.values()):
                 return self.validator.columns(data)
             return self.validator.records([data])
         if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
@@ -115,6 +117,14 @@ class Predictor:
         return ParityReport(sample.rows, diff, labels, tolerance)
 
 
+def _is_column(value: Any) -> bool:
+    """A list/tuple or a 1-D array/Series: a column of values, not one value of a record."""
+    if isinstance(value, (list, tuple)):
+        return True
+    shape = getattr(value, "shape", None)  # numpy scalars have shape (), arrays and Series (n,)
+    return isinstance(shape, tuple) and len(shape) == 1
+
+
 def recorded_output(outputs: Mapping[str, list[Any]]) -> ModelOutput:
     """The validation sample's recorded outputs as arrays."""
     import numpy as np
@@ -123,6 +133,10 @@ def recorded_output(outputs: Mapping[str, list[Any]]) -> ModelOutput:
         values = outputs.get(key)
         if values is None:
             return None
-        return np.array([np.nan if v is None else v for v in values], dtype=float) if key != "label" else np.asarray(values)
+        return (
+            np.array([np.nan if v is None else v for v in values], dtype=float)
+            if key != "label"
+            else np.asarray(values)
+        )
 
     return ModelOutput(label=arr("label"), probabilities=arr("probabilities"), value=arr("value"))

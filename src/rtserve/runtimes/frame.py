@@ -37,7 +37,11 @@ def to_frame(columns: Columns, layout: InputFrame) -> pd.DataFrame:
 
 def _series(name: str, values: AnyArray, dtype: str, layout: InputFrame) -> Any:
     if name in layout.categories:
-        return pd.Categorical(values, categories=layout.categories[name])
+        # Values outside the training categories (allowed through by `unseen: pass`) become
+        # missing, as the model saw them in training; from_codes says so explicitly, where
+        # pd.Categorical(values, categories=...) warns that it will raise in a future pandas.
+        categories = pd.Index(layout.categories[name])
+        return pd.Categorical.from_codes(categories.get_indexer(values), categories=categories)
     if dtype == "object":
         if values.dtype != object:
             return values.astype(object)
@@ -48,13 +52,19 @@ def _series(name: str, values: AnyArray, dtype: str, layout: InputFrame) -> Any:
         return out
     if values.dtype == object:
         # strings (pandas "str"/"string") and nullable bools: pandas maps None to its own NA
-        return pd.array(values, dtype=dtype)
+        return _extension_array(values, dtype)
     if values.dtype.kind == "f" and dtype.startswith(("int", "uint")):
         return values  # missing ints were passed as NaN floats, as pandas itself would
     try:
         return values.astype(dtype, copy=False)
     except (TypeError, ValueError):
-        return pd.array(values, dtype=dtype)
+        return _extension_array(values, dtype)
+
+
+def _extension_array(values: AnyArray, dtype: str) -> Any:
+    """``pd.array`` with a dtype named by the manifest (e.g. ``"Int64"``, ``"str"``)."""
+    # pandas-stubs types `dtype` as literals per overload; ours is a runtime string.
+    return pd.array(values, dtype=dtype)  # type: ignore[call-overload]
 
 
 def to_matrix(columns: Columns, names: list[str], dtype: Any = np.float64) -> AnyArray:

@@ -41,6 +41,7 @@ class LightGBMRuntime(Runtime):
         )
 
     def predict(self, columns: Columns) -> ModelOutput:
+        """Predict every row of ``columns`` with the loaded model."""
         features = (
             to_frame(columns, self._layout)
             if self._layout.kind == "frame"
@@ -71,9 +72,11 @@ class LightGBMAdapter(RuntimeAdapter):
     packages = ("lightgbm", "numpy")
 
     def accepts(self, model: object) -> bool:
+        """True for the model types this adapter packages (imports nothing)."""
         return module_of(model) == "lightgbm" and type(model).__name__ in (*_WRAPPERS, "Booster")
 
     def describe(self, model: Any, sample: Any) -> Description:
+        """Task, classes and input layout, learned from the model and the sample frame."""
         frame: pd.DataFrame = sample
         if type(model).__name__ != "Booster":
             described = describe_estimator(model, frame)
@@ -81,7 +84,11 @@ class LightGBMAdapter(RuntimeAdapter):
             mode = _objective_mode(booster.dump_model(num_iteration=0)["objective"])
             if described.outputs.task is Task.REGRESSION:
                 mode = "value"
-            kind = "frame" if isinstance(frame, pd.DataFrame) and hasattr(model, "feature_names_in_") else "matrix"
+            kind = (
+                "frame"
+                if isinstance(frame, pd.DataFrame) and hasattr(model, "feature_names_in_")
+                else "matrix"
+            )
             return Description(
                 described.outputs, describe_frame(frame, kind), {"kind": "wrapper", "mode": mode}
             )
@@ -104,6 +111,7 @@ class LightGBMAdapter(RuntimeAdapter):
         return Description(outputs, describe_frame(frame, kind), {"kind": "booster", "mode": mode})
 
     def save(self, model: Any, directory: Path, description: Description) -> RuntimeSpec:
+        """Write the artifact in the framework's own format and say how to load it."""
         booster = model if type(model).__name__ == "Booster" else model.booster_
         target = directory / MODEL_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,12 +126,14 @@ class LightGBMAdapter(RuntimeAdapter):
     def load(
         self, directory: Path, spec: RuntimeSpec, description: Description, trust: Trust
     ) -> Runtime:
+        """Create a runtime from the artifact files listed in ``spec``."""
         import lightgbm as lgb
 
         booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
         return LightGBMRuntime(booster, description)
 
     def wrap(self, model: Any, description: Description) -> Runtime | None:
+        """A runtime around the in-memory model, to prove the saved artifact reproduces it."""
         booster = model if type(model).__name__ == "Booster" else model.booster_
         return LightGBMRuntime(booster, description)
 

@@ -85,7 +85,7 @@ class OnnxRuntime(Runtime):
 
     def _feeds(self, columns: Columns) -> dict[str, AnyArray]:
         if self._layout.kind == "matrix":
-            (name, dtype), = self._inputs.items()
+            ((name, dtype),) = self._inputs.items()
             return {name: to_matrix(columns, self._names, np.dtype(dtype))}
         feeds: dict[str, AnyArray] = {}
         for name, dtype in self._inputs.items():
@@ -96,6 +96,7 @@ class OnnxRuntime(Runtime):
         return feeds
 
     def predict(self, columns: Columns) -> ModelOutput:
+        """Predict every row of ``columns`` with the loaded model."""
         outputs = self._session.run(None, self._feeds(columns))
         return decode_outputs(outputs, self._options, self._outputs, self._classes)
 
@@ -111,7 +112,9 @@ def decode_outputs(
             return ModelOutput(label=label)
         raw = outputs[proba_index]
         if isinstance(raw, list):  # ZipMap: one {class: p} dict per row
-            proba = np.array([[row[c] for c in spec.classes or []] for row in raw], dtype=np.float32)
+            proba = np.array(
+                [[row[c] for c in spec.classes or []] for row in raw], dtype=np.float32
+            )
         else:
             proba = np.asarray(raw)
         return ModelOutput(label=label, probabilities=proba)
@@ -138,11 +141,13 @@ class OnnxAdapter(RuntimeAdapter):
     packages = ("onnxruntime", "onnx")
 
     def accepts(self, model: object) -> bool:
+        """True for the model types this adapter packages (imports nothing)."""
         if type(model).__name__ == "ModelProto" and type(model).__module__.startswith("onnx"):
             return True
         return isinstance(model, (str, Path)) and str(model).endswith(".onnx")
 
     def describe(self, model: Any, sample: Any) -> Description:
+        """Task, classes and input layout, learned from the model and the sample frame."""
         proto = as_model_proto(model)
         session = _session(proto.SerializeToString())
         frame: pd.DataFrame = sample
@@ -208,18 +213,19 @@ class OnnxAdapter(RuntimeAdapter):
         head = frame.head(2)
         columns = {str(c): head[c].to_numpy() for c in head.columns}
         if layout.kind == "matrix":
-            (name, dtype), = feed_types.items()
+            ((name, dtype),) = feed_types.items()
             feeds = {name: to_matrix(columns, list(layout.dtypes), np.dtype(dtype))}
         else:
             feeds = {
-                n: (
-                    columns[n].astype(object) if t == "object" else columns[n].astype(t)
-                ).reshape(-1, 1)
+                n: (columns[n].astype(object) if t == "object" else columns[n].astype(t)).reshape(
+                    -1, 1
+                )
                 for n, t in feed_types.items()
             }
         return session.run(None, feeds)
 
     def save(self, model: Any, directory: Path, description: Description) -> RuntimeSpec:
+        """Write the artifact in the framework's own format and say how to load it."""
         import onnx
 
         proto = as_model_proto(model)
@@ -244,6 +250,7 @@ class OnnxAdapter(RuntimeAdapter):
     def load(
         self, directory: Path, spec: RuntimeSpec, description: Description, trust: Trust
     ) -> Runtime:
+        """Create a runtime from the artifact files listed in ``spec``."""
         import onnx
 
         path = directory / ONNX_FILE

@@ -36,6 +36,7 @@ class SklearnRuntime(Runtime):
         )
 
     def predict(self, columns: Columns) -> ModelOutput:
+        """Predict every row of ``columns`` with the loaded model."""
         features = (
             to_frame(columns, self._layout)
             if self._layout.kind == "frame"
@@ -86,8 +87,8 @@ def describe_estimator(model: Any, frame: pd.DataFrame) -> Description:
                 options["label_from_proba"] = bool(np.array_equal(labels, from_proba))
         outputs = OutputSpec(task=Task.CLASSIFICATION, classes=classes, probabilities=has_proba)
     else:
-        features = frame if kind == "frame" else frame.to_numpy()
-        value = np.asarray(model.predict(features.iloc[:1] if kind == "frame" else features[:1]))
+        first = frame.iloc[:1] if kind == "frame" else frame.to_numpy()[:1]
+        value = np.asarray(model.predict(first))
         width = 1 if value.ndim == 1 else int(value.shape[1])
         outputs = OutputSpec(task=Task.REGRESSION, width=width)
     return Description(outputs=outputs, input_frame=layout, options=options)
@@ -100,15 +101,18 @@ class SklearnAdapter(RuntimeAdapter):
     packages = ("scikit-learn", "numpy", "scipy")
 
     def accepts(self, model: object) -> bool:
+        """True for the model types this adapter packages (imports nothing)."""
         from sklearn.base import BaseEstimator
 
         return isinstance(model, BaseEstimator) and hasattr(model, "predict")
 
     def describe(self, model: Any, sample: Any) -> Description:
+        """Task, classes and input layout, learned from the model and the sample frame."""
         require_fitted(model)
         return describe_estimator(model, sample)
 
     def save(self, model: Any, directory: Path, description: Description) -> RuntimeSpec:
+        """Write the artifact in the framework's own format and say how to load it."""
         import skops.io as sio
 
         target = directory / SKOPS_FILE
@@ -125,7 +129,7 @@ class SklearnAdapter(RuntimeAdapter):
                 loaded = sio.load(target, trusted=untrusted)
                 if not _same_params(loaded, model):
                     reason = "the skops round trip changed the model's parameters"
-        except Exception as exc:  # skops raises many kinds for what it cannot represent
+        except Exception as exc:  # noqa: BLE001 - skops raises many kinds for what it cannot represent
             reason = f"skops cannot represent this model ({type(exc).__name__}: {exc})"
         if not reason:
             return RuntimeSpec(
@@ -138,7 +142,15 @@ class SklearnAdapter(RuntimeAdapter):
         import joblib
 
         pickle_path = directory / PICKLE_FILE
-        joblib.dump(model, pickle_path)
+        try:
+            joblib.dump(model, pickle_path)
+        except Exception as exc:  # pickle raises PicklingError, AttributeError, TypeError...
+            pickle_path.unlink(missing_ok=True)
+            raise UnsupportedModelError(
+                f"cannot store this model: {reason}, and pickle cannot either "
+                f"({type(exc).__name__}: {exc}); replace lambdas and locally defined functions or "
+                "classes with ones importable from a module"
+            ) from exc
         warnings.warn(
             f"stored the model as a pickle because {reason}; loading this bundle will need "
             "trust_pickle=True and its pinned digest",
@@ -155,6 +167,7 @@ class SklearnAdapter(RuntimeAdapter):
     def load(
         self, directory: Path, spec: RuntimeSpec, description: Description, trust: Trust
     ) -> Runtime:
+        """Create a runtime from the artifact files listed in ``spec``."""
         if spec.format == "skops":
             import skops.io as sio
 
@@ -186,10 +199,13 @@ class SklearnAdapter(RuntimeAdapter):
 
             model = joblib.load(directory / PICKLE_FILE)
         else:
-            raise BundleError(f"runtime format {spec.format!r} is not one the sklearn adapter reads")
+            raise BundleError(
+                f"runtime format {spec.format!r} is not one the sklearn adapter reads"
+            )
         return SklearnRuntime(model, description)
 
     def wrap(self, model: Any, description: Description) -> Runtime | None:
+        """A runtime around the in-memory model, to prove the saved artifact reproduces it."""
         return SklearnRuntime(model, description)
 
 

@@ -76,6 +76,7 @@ class XGBoostRuntime(Runtime):
         return to_matrix(columns, self._names)
 
     def predict(self, columns: Columns) -> ModelOutput:
+        """Predict every row of ``columns`` with the loaded model."""
         features = self._features(columns)
         if self._options["kind"] == "wrapper":
             return predict_estimator(
@@ -98,9 +99,11 @@ class XGBoostAdapter(RuntimeAdapter):
     packages = ("xgboost", "numpy")
 
     def accepts(self, model: object) -> bool:
+        """True for the model types this adapter packages (imports nothing)."""
         return module_of(model) == "xgboost" and type(model).__name__ in (*_WRAPPERS, "Booster")
 
     def describe(self, model: Any, sample: Any) -> Description:
+        """Task, classes and input layout, learned from the model and the sample frame."""
         frame: pd.DataFrame = sample
         if type(model).__name__ != "Booster":
             described = describe_estimator(model, frame)
@@ -122,6 +125,7 @@ class XGBoostAdapter(RuntimeAdapter):
         return Description(outputs, describe_frame(frame, kind), options)
 
     def save(self, model: Any, directory: Path, description: Description) -> RuntimeSpec:
+        """Write the artifact in the framework's own format and say how to load it."""
         target = directory / MODEL_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         model.save_model(str(target))
@@ -132,6 +136,7 @@ class XGBoostAdapter(RuntimeAdapter):
     def load(
         self, directory: Path, spec: RuntimeSpec, description: Description, trust: Trust
     ) -> Runtime:
+        """Create a runtime from the artifact files listed in ``spec``."""
         import xgboost as xgb
 
         path = str(directory / MODEL_FILE)
@@ -143,6 +148,7 @@ class XGBoostAdapter(RuntimeAdapter):
         return XGBoostRuntime(model, description)
 
     def wrap(self, model: Any, description: Description) -> Runtime | None:
+        """A runtime around the in-memory model, to prove the saved artifact reproduces it."""
         return XGBoostRuntime(model, description)
 
 
