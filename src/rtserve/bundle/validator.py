@@ -32,6 +32,15 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: Shown instead of a value of a field flagged ``pii``: error messages reach clients and logs.
+WITHHELD = "<value withheld: pii field>"
+
+
+def _shown(spec: FieldSpec, value: Any) -> str:
+    """How a field's value appears in a message: described, or withheld for a PII field."""
+    return WITHHELD if spec.pii else _describe(value)
+
+
 def _is_null(value: Any) -> bool:
     """None, an absent key, NaN, or a pandas NA/NaT (records made from DataFrames carry these)."""
     if value is None or value is MISSING:
@@ -178,12 +187,91 @@ def _plain_column(values: Any) -> Sequence[Any] | AnyArray:
 
 def _compile(spec: FieldSpec) -> _Check:
     if spec.type is FieldType.FLOAT:
-        return _float_check(spec)
+        return _with_fast_path(_float_fast(spec), _float_check(spec))
     if spec.type is FieldType.INT:
-        return _int_check(spec)
+        return _with_fast_path(_int_fast(spec), _int_check(spec))
     if spec.type is FieldType.BOOL:
         return _bool_check(spec)
-    return _string_check(spec)
+    return _with_fast_path(_string_fast(spec), _string_check(spec))
+
+
+#: Lists up to this long (typical online requests) try the pure-Python fast path first.
+_FAST_PATH_ROWS = 64
+_Fast = Callable[[Sequence[Any]], AnyArray | None]
+
+
+def _with_fast_path(fast: _Fast, general: _Check) -> _Check:
+    """Try ``fast`` on short lists; it returns None at the first value that needs a closer look.
+
+    For one or a few rows, numpy's per-call overhead dominates the general check, so clean
+    values (right type, present, finite, within bounds, allowed) are checked in plain Python and
+    turned into an array once. Anything else goes through the general check, which reports it.
+    """
+
+    def check(values: Sequence[Any] | AnyArray, violations: list[FieldViolation]) -> AnyArray:
+        if not isinstance(values, np.ndarray) and len(values) <= _FAST_PATH_ROWS:
+            result = fast(values)
+            if result is not None:
+                return result
+        return general(values, violations)
+
+    return check
+
+
+def _float_fast(spec: FieldSpec) -> _Fast:
+    low = -np.inf if spec.minimum is None else spec.minimum
+    high = np.inf if spec.maximum is None else spec.maximum
+
+    def fast(values: Sequence[Any]) -> AnyArray | None:
+        for v in values:
+            kind = type(v)
+            # NaN fails both comparisons; inf - inf is NaN, so non-finite values drop out too
+            if (kind is not float and kind is not int) or not low <= v <= high or v - v != 0:
+                return None
+        try:
+            return np.array(values, dtype=np.float64)
+        except OverflowError:
+            return None
+
+    return fast
+
+
+def _int_fast(spec: FieldSpec) -> _Fast:
+    low = max(_INT64_MIN, -np.inf if spec.minimum is None else spec.minimum)
+    high = min(_INT64_MAX, np.inf if spec.maximum is None else spec.maximum)
+    allowed = (
+        frozenset(spec.allowed)
+        if spec.allowed is not None and spec.unseen is UnseenPolicy.REJECT
+        else None
+    )
+
+    def fast(values: Sequence[Any]) -> AnyArray | None:
+        for v in values:
+            if type(v) is not int or not low <= v <= high:
+                return None
+            if allowed is not None and v not in allowed:
+                return None
+        return np.array(values, dtype=np.int64)
+
+    return fast
+
+
+def _string_fast(spec: FieldSpec) -> _Fast:
+    allowed = (
+        frozenset(spec.allowed)
+        if spec.allowed is not None and spec.unseen is UnseenPolicy.REJECT
+        else None
+    )
+
+    def fast(values: Sequence[Any]) -> AnyArray | None:
+        for v in values:
+            if type(v) is not str or (allowed is not None and v not in allowed):
+                return None
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+
+    return fast
 
 
 def _missing_rule(
@@ -206,7 +294,7 @@ def _type_violation(spec: FieldSpec, value: Any, row: int) -> FieldViolation:
     return FieldViolation(
         field=spec.name,
         rule="type",
-        message=f"{spec.name}: {_describe(value)} is not {_article(spec.type)} {spec.type.value}",
+        message=f"{spec.name}: {_shown(spec, value)} is not {_article(spec.type)} {spec.type.value}",
         row=row,
     )
 
@@ -219,7 +307,7 @@ def _bounds(spec: FieldSpec, arr: AnyArray, violations: list[FieldViolation]) ->
                 FieldViolation(
                     field=spec.name,
                     rule="minimum",
-                    message=f"{spec.name}: {_describe(arr[row])} is below the minimum "
+                    message=f"{spec.name}: {_shown(spec, arr[row])} is below the minimum "
                     f"{spec.minimum} (declared in the schema)",
                     row=int(row),
                 )
@@ -230,7 +318,7 @@ def _bounds(spec: FieldSpec, arr: AnyArray, violations: list[FieldViolation]) ->
                 FieldViolation(
                     field=spec.name,
                     rule="maximum",
-                    message=f"{spec.name}: {_describe(arr[row])} is above the maximum "
+                    message=f"{spec.name}: {_shown(spec, arr[row])} is above the maximum "
                     f"{spec.maximum} (declared in the schema)",
                     row=int(row),
                 )
@@ -269,7 +357,7 @@ def _float_check(spec: FieldSpec) -> _Check:
             FieldViolation(
                 field=spec.name,
                 rule="finite",
-                message=f"{spec.name}: {_describe(values[row])} is not a finite number "
+                message=f"{spec.name}: {_shown(spec, values[row])} is not a finite number "
                 "(or too large for a 64-bit float)",
                 row=int(row),
             )
@@ -316,7 +404,7 @@ def _int_check(spec: FieldSpec) -> _Check:
                     FieldViolation(
                         field=spec.name,
                         rule="type",
-                        message=f"{spec.name}: {v} does not fit a 64-bit integer",
+                        message=f"{spec.name}: {_shown(spec, v)} does not fit a 64-bit integer",
                         row=i,
                     )
                 )
@@ -372,14 +460,18 @@ def _bool_check(spec: FieldSpec) -> _Check:
 
 
 def _unseen_violation(spec: FieldSpec, value: Any, row: int) -> FieldViolation:
-    shown = spec.allowed[:10] if spec.allowed else []
+    shown = spec.allowed[:10] if spec.allowed and not spec.pii else []
     more = (
-        f" (and {len(spec.allowed) - 10} more)" if spec.allowed and len(spec.allowed) > 10 else ""
+        f" (and {len(spec.allowed) - 10} more)"
+        if spec.allowed and len(spec.allowed) > 10 and not spec.pii
+        else ""
     )
     return FieldViolation(
         field=spec.name,
         rule="allowed",
-        message=f"{spec.name}: {_describe(value)} is not one of the allowed values {shown}{more}",
+        message=f"{spec.name}: {_shown(spec, value)} is not one of the allowed values {shown}{more}"
+        if not spec.pii
+        else f"{spec.name}: {WITHHELD} is not one of the allowed values (not listed for a pii field)",
         row=row,
     )
 
