@@ -19,7 +19,12 @@ Every failure the product can report is one of these types. Each carries a stabl
     │   ├── MalformedRequestError       body is not parseable / not of the protocol's shape
     │   ├── ValidationError             one or more fields break the schema (holds all of them)
     │   ├── UnsupportedMediaTypeError   body is not of a content type we read
-    │   └── PayloadTooLargeError        body or batch exceeds a configured limit
+    │   ├── PayloadTooLargeError        body or batch exceeds a configured limit
+    │   └── RequestTimeoutError         the body arrived too slowly (slow sender)
+    ├── AccessError                     the caller may not do this (guard.auth)
+    │   ├── AuthenticationError         no credentials, or invalid ones
+    │   └── PermissionDeniedError       valid credentials without the route's role
+    ├── RateLimitedError                a client used up its rate limit; retry after a while
     ├── NotFoundError                   unknown model or version
     ├── NotReadyError                   model known but not (yet) able to answer
     └── PredictionError                 the runtime failed on valid input
@@ -137,6 +142,51 @@ class PayloadTooLargeError(InputError):
     code = "payload_too_large"
 
 
+class RequestTimeoutError(InputError):
+    """The request body did not arrive within the configured read timeout (a slow sender)."""
+
+    code = "request_timeout"
+
+
+# --- access and rate ------------------------------------------------------------------------
+
+
+class AccessError(RtserveError):
+    """The caller may not do this; the subclass says whether it is who they are or what they may."""
+
+    code = "access_denied"
+
+
+class AuthenticationError(AccessError):
+    """No credentials were sent, or the ones sent are not valid (unknown key, bad token)."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(AccessError):
+    """The credentials are valid but lack the role the route needs."""
+
+    code = "forbidden"
+
+
+class RateLimitedError(RtserveError):
+    """A client used up its rate limit; ``retry_after`` seconds until it may try again.
+
+    ``limit``, ``remaining`` and ``reset_after`` describe the window (for ``RateLimit-*``).
+    """
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, retry_after: float, limit: int, remaining: int, reset_after: float
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_after = reset_after
+
+
 @dataclass(frozen=True)
 class FieldViolation:
     """One broken rule on one field of one row."""
@@ -184,10 +234,43 @@ class NotFoundError(RtserveError):
     code = "not_found"
 
 
-class NotReadyError(RtserveError):
+class UnavailableError(RtserveError):
+    """The server cannot take this request now; ``retry_after`` seconds is a fair wait."""
+
+    code = "unavailable"
+    retry_after: float = 1.0
+
+
+class NotReadyError(UnavailableError):
     """The model is known but cannot answer yet (loading, warm-up failed, shutting down)."""
 
     code = "not_ready"
+
+
+class OverloadedError(UnavailableError):
+    """Admission control shed the request: its model's queue is full or the wait too long.
+
+    ``reason`` is the counter the rejection is counted under (``queue_full``, ``expected_wait``).
+    """
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, reason: str, retry_after: float) -> None:
+        super().__init__(message, field="model")
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class ModelUnavailableError(UnavailableError):
+    """The model failed (or its circuit is open) and its fallback policy is ``fail_closed``."""
+
+    code = "model_unavailable"
+
+
+class DeadlineExceededError(RtserveError):
+    """The request's deadline passed before its answer was ready; the model did not run for it."""
+
+    code = "deadline_exceeded"
 
 
 class PredictionError(RtserveError):

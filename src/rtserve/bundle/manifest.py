@@ -8,9 +8,18 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from rtserve.bundle.naming import check_name, check_version
+from rtserve.bundle.policy import FallbackPolicy, OutputPolicy
 from rtserve.bundle.schema import Schema
 from rtserve.errors import BundleFormatError, IntegrityError, SchemaDefinitionError
 
@@ -76,6 +85,10 @@ class Manifest(BaseModel):
     environment: Environment
     profile: str = "profile.json"
     validation: str = "validation.json"
+    #: What to answer when the model fails (None: failures surface as errors).
+    fallback: FallbackPolicy | None = None
+    #: Output hardening: rounding of probabilities, top-k.
+    output: OutputPolicy | None = None
     #: sha256 of every file of the bundle except this manifest, keyed by relative path.
     files: dict[str, str]
     #: sha256 over this manifest's content without this field; identifies the bundle.
@@ -90,6 +103,16 @@ class Manifest(BaseModel):
     @classmethod
     def _valid_version(cls, value: str) -> str:
         return check_version(value)
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_policies(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Bundles without serving policies keep the content (and digest) they had before the
+        # policies existed.
+        data: dict[str, Any] = handler(self)
+        for key in ("fallback", "output"):
+            if data.get(key, 0) is None:
+                del data[key]
+        return data
 
     def to_yaml(self) -> str:
         """Deterministic YAML text (keys in model order)."""

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtserve.engine.events import BatchInfo
+from rtserve.errors import DeadlineExceededError
+from rtserve.guard.admission import QueueState
+from rtserve.guard.deadline import Deadline
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
@@ -30,6 +33,7 @@ class _Pending:
     rows: int
     future: asyncio.Future[tuple[ModelOutput, BatchInfo]]
     submitted: float
+    deadline: Deadline | None = None
 
 
 @dataclass
@@ -39,6 +43,7 @@ class BatchStats:
     batches: int = 0
     rows: int = 0
     requests: int = 0
+    expired: int = 0  # requests dropped because their deadline passed while queued
 
 
 def concat_columns(parts: list[Columns]) -> Columns:
@@ -82,6 +87,7 @@ class AdaptiveBatcher:
         self.concurrency = concurrency
         self._queue: deque[_Pending] = deque()
         self._running = 0
+        self._started: dict[int, float] = {}  # running batch -> when its predict started
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"rt-{name}")
         self.stats = BatchStats()
         # A lone small request on an idle model whose predict is known to take less than
@@ -101,8 +107,27 @@ class AdaptiveBatcher:
         """Batches running now."""
         return self._running
 
-    async def submit(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:
-        """Queue one request's validated columns; wait for its own outputs and batch timings."""
+    def queue_state(self) -> QueueState:
+        """What waits and runs now, for admission control."""
+        now = time.perf_counter()
+        oldest = min(self._started.values(), default=now)
+        return QueueState(
+            queued_requests=len(self._queue),
+            queued_rows=self._queued_rows(),
+            running_batches=self._running,
+            concurrency=self.concurrency,
+            max_batch_size=self.max_batch_size,
+            running_for=now - oldest,
+        )
+
+    async def submit(
+        self, columns: Columns, rows: int, deadline: Deadline | None = None
+    ) -> tuple[ModelOutput, BatchInfo]:
+        """Queue one request's validated columns; wait for its own outputs and batch timings.
+
+        A request whose ``deadline`` passes while it waits is dropped before its batch runs (its
+        caller gets ``DeadlineExceededError``); so is one whose caller was cancelled.
+        """
         if (
             rows <= _INLINE_MAX_ROWS
             and self._running == 0
@@ -111,7 +136,7 @@ class AdaptiveBatcher:
         ):
             return self._predict_inline(columns, rows)
         loop = asyncio.get_running_loop()
-        pending = _Pending(columns, rows, loop.create_future(), time.perf_counter())
+        pending = _Pending(columns, rows, loop.create_future(), time.perf_counter(), deadline)
         self._queue.append(pending)
         if self._running < self.concurrency:
             self._running += 1
@@ -150,6 +175,8 @@ class AdaptiveBatcher:
                     continue
                 merged = concat_columns([p.columns for p in batch])
                 started = time.perf_counter()
+                token = id(batch)
+                self._started[token] = started
                 try:
                     output = await loop.run_in_executor(self._pool, self._predict, merged)
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
@@ -157,6 +184,8 @@ class AdaptiveBatcher:
                         if not pending.future.done():
                             pending.future.set_exception(exc)
                     continue
+                finally:
+                    del self._started[token]
                 predict_seconds = time.perf_counter() - started
                 self._record(batch)
                 batch_rows = sum(p.rows for p in batch)
@@ -187,6 +216,14 @@ class AdaptiveBatcher:
             head = self._queue[0]
             if head.future.done():  # the caller gave up (cancelled or timed out)
                 self._queue.popleft()
+                continue
+            if head.deadline is not None and head.deadline.expired:  # never run expired work
+                self._queue.popleft()
+                self.stats.expired += 1
+                try:
+                    head.deadline.check("its batch ran")
+                except DeadlineExceededError as exc:
+                    head.future.set_exception(exc)
                 continue
             if batch and rows + head.rows > self.max_batch_size:
                 break

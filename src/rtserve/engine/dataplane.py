@@ -13,9 +13,18 @@ from rtserve.bundle.jsonschema import record_schema
 from rtserve.bundle.schema import Schema
 from rtserve.bundle.validator import Validator
 from rtserve.engine.batcher import AdaptiveBatcher
-from rtserve.engine.events import Observer, PredictionEvent
+from rtserve.engine.events import BatchInfo, Observer, PredictionEvent
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
+from rtserve.guard.deadline import Deadline, DeadlinePolicy
+from rtserve.guard.fallback import FALLBACK_HEADER
+from rtserve.guard.limits import (
+    RequestLimits,
+    check_json_depth,
+    check_rows,
+    check_strings,
+    rows_of,
+)
 from rtserve.protocol import records, v2
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
@@ -51,6 +60,8 @@ class DataPlane:
         self.manager = manager
         self.observers = list(observers)
         self.draining = False
+        self.limits = RequestLimits.from_settings(manager.settings)
+        self.deadlines = DeadlinePolicy.from_settings(manager.settings)
         self._server_metadata = v2.encode_server_metadata(
             name=SERVER_NAME, version=_version(), extensions=v2.EXTENSIONS
         )
@@ -114,22 +125,30 @@ class DataPlane:
         body: bytes,
         header_length: int | None,
         request_id: str = "",
+        deadline: Deadline | None = None,
     ) -> Reply:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
         served = self.manager.get(name, version)
         predictor, batcher = served.require_ready()
+        limits = self.limits
 
         def decode() -> tuple[v2.InferRequest, Columns]:
             request = v2.decode_infer_request(body, header_length)
+            document = body[:header_length] if header_length else body
+            check_json_depth(document, limits.max_json_depth)
             v2.check_requested_outputs(request, predictor.schema)  # refuse before predicting
             raw = v2.columns_from_inputs(request, predictor.schema)
-            return request, predictor.validator.columns(raw)
+            check_rows(rows_of(raw), limits.max_instances, "inputs")
+            columns = predictor.validator.columns(raw)
+            check_strings(columns, limits.max_string_length)
+            return request, columns
 
         started = time.perf_counter()
         request, columns = await _maybe_offload(decode, len(body))
-        output = await self._predict(
-            served, batcher, columns, started, protocol="v2", request_id=request_id
-        )
+        output, fallback = await self._predict(
+            served, batcher, columns, started, protocol="v2", request_id=request_id,
+            deadline=deadline,
+        )  # fmt: skip
         tensors = v2.output_tensors(Predictions(output, predictor.schema.outputs))
         payload, headers = v2.encode_infer_response(
             model_name=served.name,
@@ -138,33 +157,48 @@ class DataPlane:
             outputs=tensors,
             requested=request.outputs,
             binary_default=request.binary_outputs_default,
+            parameters={"fallback": fallback} if fallback else None,
         )
+        if fallback:
+            headers[FALLBACK_HEADER] = fallback
         return Reply(payload, headers)
 
     async def predict_records(
-        self, name: str, version: str | None, body: bytes, request_id: str
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        request_id: str,
+        deadline: Deadline | None = None,
     ) -> Reply:
         """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
         served = self.manager.get(name, version)
         predictor, batcher = served.require_ready()
         validator: Validator = predictor.validator
 
+        limits = self.limits
+
         def decode() -> Columns:
             instances, _parameters = records.decode_predict_request(body)
-            return validator.records(instances)
+            check_json_depth(body, limits.max_json_depth)
+            check_rows(len(instances), limits.max_instances, "instances")
+            columns = validator.records(instances)
+            check_strings(columns, limits.max_string_length)
+            return columns
 
         started = time.perf_counter()
         columns = await _maybe_offload(decode, len(body))
-        output = await self._predict(
-            served, batcher, columns, started, protocol="records", request_id=request_id
-        )
+        output, fallback = await self._predict(
+            served, batcher, columns, started, protocol="records", request_id=request_id,
+            deadline=deadline,
+        )  # fmt: skip
         payload = records.encode_predict_response(
             Predictions(output, predictor.schema.outputs),
             name=served.name,
             version=served.version,
             request_id=request_id,
         )
-        return Reply(payload, {})
+        return Reply(payload, {FALLBACK_HEADER: fallback} if fallback else {})
 
 
     async def _predict(
@@ -176,10 +210,27 @@ class DataPlane:
         *,
         protocol: str,
         request_id: str,
-    ) -> ModelOutput:
+        deadline: Deadline | None = None,
+    ) -> tuple[ModelOutput, str | None]:
+        """The (hardened) outputs for ``columns``, and the fallback mode if a fallback answered."""
         rows = len(next(iter(columns.values())))
         accepted = time.time()
-        output, info = await batcher.submit(columns, rows)
+        guard = served.guard
+        fallback: str | None = None
+        info: BatchInfo | None
+        if guard is None:  # a model registered without guards (built outside the manager)
+            output, info = await batcher.submit(columns, rows, deadline)
+        else:
+            outcome = await guard.call(
+                lambda: batcher.submit(columns, rows, deadline),
+                columns,
+                rows,
+                deadline if deadline is not None else self.deadlines.default(),
+                batcher.queue_state,
+            )
+            output, info, fallback = outcome.output, outcome.info, outcome.fallback
+            if info is not None:
+                guard.admission.observe(info.predict_seconds)
         if self.observers:
             event = PredictionEvent(
                 request_id=request_id,
@@ -192,11 +243,12 @@ class DataPlane:
                 output=output,
                 rows=rows,
                 latency_seconds=time.perf_counter() - started,
-                batch=info,
+                batch=info if info is not None else BatchInfo(0.0, 0.0, rows, 1),
+                fallback=fallback is not None,
             )
             for observer in self.observers:
                 observer.observe(event)
-        return output
+        return output, fallback
 
 
 async def _maybe_offload(work: Any, size: int) -> Any:

@@ -13,6 +13,7 @@ from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.loader import load
 from rtserve.engine.predictor import Predictor
 from rtserve.errors import NotFoundError, NotReadyError, RtserveError
+from rtserve.guard.model_guard import ModelGuard
 from rtserve.settings import Settings
 from rtserve.types import ModelState
 
@@ -34,6 +35,8 @@ class ServedModel:
     platform: str = ""
     load_seconds: float = 0.0
     manifest: Manifest | None = None
+    #: Admission, circuit breaker, fallback and output hardening (rtserve.guard).
+    guard: ModelGuard | None = None
 
     @property
     def ready(self) -> bool:
@@ -112,6 +115,14 @@ class ModelManager:
             report = predictor.check_parity(self.settings.parity_tolerance)
             if not report.passed:
                 raise NotReadyError(report.describe())
+            guard = ModelGuard.build(
+                served.name,
+                self.settings,
+                predictor.schema.outputs,
+                predictor.schema.field_names,
+                bundle.manifest.fallback,
+                bundle.manifest.output,
+            )
         except RtserveError as exc:
             served.state, served.reason = ModelState.FAILED, exc.message
             logger.error("model %s:%s failed to load: %s", served.name, served.version, exc.message)
@@ -122,6 +133,7 @@ class ModelManager:
             logger.exception("model %s:%s failed to load", served.name, served.version)
             return served
         served.predictor = predictor
+        served.guard = guard
         served.batcher = AdaptiveBatcher(
             predictor.run,
             max_batch_size=self.settings.max_batch_size,

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from rtserve.engine.dataplane import DataPlane, _version
 from rtserve.engine.manager import ModelManager
 from rtserve.server.error_handlers import EXCEPTION_HANDLERS
+from rtserve.server.guards import Guards, guard_route
 from rtserve.server.middleware import RequestContextMiddleware
 from rtserve.server.openapi import DOCS_HTML, openapi_document
 from rtserve.server.routes import ROUTES
@@ -54,9 +55,11 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Starl
             if not loading.done():
                 await asyncio.wait({loading}, timeout=5)
             manager.close()
+            await guards.rate.close()
 
+    guards = Guards.from_settings(settings)  # auth, rate limits, deadlines, body limits
     routes = [
-        Route(r.path, r.endpoint, methods=[r.method], name=r.name) for r in ROUTES
+        Route(r.path, guard_route(r, guards), methods=[r.method], name=r.name) for r in ROUTES
     ]
     routes += [
         Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
@@ -71,6 +74,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Starl
     app.state.settings = settings
     app.state.manager = manager
     app.state.dataplane = plane
+    app.state.guards = guards
     return app
 
 

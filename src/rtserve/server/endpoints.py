@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from rtserve.engine.dataplane import DataPlane, Reply
-from rtserve.errors import MalformedRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from rtserve.errors import MalformedRequestError, UnsupportedMediaTypeError
+from rtserve.server.guards import read_body
 
 JSON = "application/json"
 _JSON_TYPES = ("application/json", "text/json")
@@ -41,30 +42,6 @@ def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
             f"content type {media!r} is not accepted here; send one of {list(accepted)}",
             field="content-type",
         )
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds the configured limit."""
-    limit: int = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(
-            f"request body of {declared} bytes exceeds the limit of {limit} bytes; split the "
-            "request into smaller batches",
-            field="body",
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(
-                f"request body exceeds the limit of {limit} bytes; split the request into "
-                "smaller batches",
-                field="body",
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _header_length(request: Request) -> int | None:
@@ -138,6 +115,7 @@ async def infer(request: Request) -> Response:
         body,
         header_length,
         request_id=request.state.request_id,
+        deadline=getattr(request.state, "deadline", None),
     )
     return _reply(reply)
 
@@ -147,7 +125,11 @@ async def predict(request: Request) -> Response:
     _check_content_type(request, _JSON_TYPES)
     body = await read_body(request)
     reply = await _plane(request).predict_records(
-        request.path_params["name"], _version(request), body, request.state.request_id
+        request.path_params["name"],
+        _version(request),
+        body,
+        request.state.request_id,
+        deadline=getattr(request.state, "deadline", None),
     )
     return _reply(reply)
 

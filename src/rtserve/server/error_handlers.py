@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import msgspec
 from starlette.exceptions import HTTPException
@@ -10,14 +11,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rtserve.errors import (
+    AuthenticationError,
     BundleError,
+    DeadlineExceededError,
     InputError,
     MalformedRequestError,
     NotFoundError,
     NotReadyError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     PredictionError,
+    RateLimitedError,
+    RequestTimeoutError,
     RtserveError,
+    UnavailableError,
     UnsupportedMediaTypeError,
     ValidationError,
 )
@@ -30,9 +37,15 @@ STATUS_OF: tuple[tuple[type[RtserveError], int], ...] = (
     (PayloadTooLargeError, 413),
     (UnsupportedMediaTypeError, 415),
     (MalformedRequestError, 400),
+    (RequestTimeoutError, 408),
     (InputError, 400),
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (RateLimitedError, 429),
     (NotFoundError, 404),
     (NotReadyError, 503),
+    (UnavailableError, 503),
+    (DeadlineExceededError, 504),
     (PredictionError, 500),
     (BundleError, 500),
 )
@@ -74,9 +87,27 @@ async def handle_rtserve_error(request: Request, exc: Exception) -> Response:
     """RtserveError -> its status and ``{"error", "code", "field"}`` body."""
     assert isinstance(exc, RtserveError)
     status = status_for(exc)
-    if status >= 500:
+    if status >= 500 and not isinstance(exc, (UnavailableError, DeadlineExceededError)):
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return json_error(status, exc.to_dict(), request)
+    response = json_error(status, exc.to_dict(), request)
+    response.headers.update(_guard_headers(exc))
+    return response
+
+
+def _guard_headers(exc: RtserveError) -> dict[str, str]:
+    """``Retry-After``, ``RateLimit-*`` and ``WWW-Authenticate`` for the errors that call for them."""
+    if isinstance(exc, RateLimitedError):
+        return {
+            "Retry-After": str(math.ceil(exc.retry_after)),
+            "RateLimit-Limit": str(exc.limit),
+            "RateLimit-Remaining": str(exc.remaining),
+            "RateLimit-Reset": str(math.ceil(exc.reset_after)),
+        }
+    if isinstance(exc, UnavailableError):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    if isinstance(exc, AuthenticationError):
+        return {"WWW-Authenticate": 'Bearer realm="rtserve"'}
+    return {}
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
