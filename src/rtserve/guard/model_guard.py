@@ -159,9 +159,14 @@ class ModelGuard:
             self.rejections[DEADLINE_EXPIRED] += 1
             deadline.check("it was queued")
         state = queue()
-        if self.breaker.state is BreakerState.CLOSED and state.running_for > self.predict_timeout_s:
-            # The runtime has been stuck on one batch for longer than it may take: a failure.
+        if self.breaker.state is BreakerState.CLOSED and _stuck(state, self.predict_timeout_s):
+            # Every runtime slot has been busy with one batch for longer than a predict may
+            # take: a failure, and no point in queueing behind it.
             self.breaker.record_failure()
+            return self._fall_back(
+                columns, rows, RUNTIME_TIMEOUT,
+                f"the model has not answered for {state.running_for * 1000:.0f} ms",
+            )  # fmt: skip
         if not self.breaker.allow():
             return self._fall_back(
                 columns, rows, CIRCUIT_OPEN,
@@ -177,7 +182,7 @@ class ModelGuard:
         try:
             output, info = await asyncio.wait_for(submit(), timeout)
         except TimeoutError:
-            hung = queue().running_for > self.predict_timeout_s
+            hung = _stuck(queue(), self.predict_timeout_s)
             if not by_deadline or hung:
                 self.breaker.record_failure()
             else:
@@ -223,3 +228,8 @@ class ModelGuard:
             "breaker": self.breaker.state.value,
             "breaker_opened": self.breaker.opened,
         }
+
+
+def _stuck(state: QueueState, limit: float) -> bool:
+    """Every runtime slot busy, the oldest batch for longer than ``limit`` seconds."""
+    return state.running_batches >= state.concurrency and state.running_for > limit

@@ -19,7 +19,9 @@ def test_a_full_queue_sheds_with_a_retry_after_and_is_counted():
     admission = AdmissionController(max_queue=2)
     admission.observe(0.5)
     admission.admit(state(queued=1), 1, remaining=30)
-    with pytest.raises(OverloadedError, match="queue is full \\(2 requests waiting, limit 2\\)") as info:
+    with pytest.raises(
+        OverloadedError, match="queue is full \\(2 requests waiting, limit 2\\)"
+    ) as info:
         admission.admit(state(queued=2), 1, remaining=30)
     assert info.value.reason == QUEUE_FULL
     assert info.value.retry_after >= 1

@@ -13,7 +13,13 @@ SECRET = "s3cret-for-tests-only-" + "0123456789abcdef" * 3  # 70 bytes: long eno
 
 
 def token(claims=None, key=SECRET, algorithm="HS256", **overrides):
-    body = {"sub": "svc-a", "iss": "issuer", "aud": "rtserve", "exp": time.time() + 60, "roles": ["predict"]}
+    body = {
+        "sub": "svc-a",
+        "iss": "issuer",
+        "aud": "rtserve",
+        "exp": time.time() + 60,
+        "roles": ["predict"],
+    }
     body.update(claims or {})
     body.update(overrides)
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm=algorithm)
@@ -25,7 +31,9 @@ def hs256():
 
 
 def test_api_keys_are_found_by_hash_only():
-    keys = ApiKeys([(hash_key("key-1"), "alice", ["predict"]), (hash_key("key-2"), "bob", ["read"])])
+    keys = ApiKeys(
+        [(hash_key("key-1"), "alice", ["predict"]), (hash_key("key-2"), "bob", ["read"])]
+    )
     assert keys.find("key-2").subject == "bob"
     assert keys.find("key-2").roles == {"read"}
     assert keys.find("key-3") is None
@@ -71,7 +79,12 @@ def test_rs256_tokens_are_checked_against_the_public_key(tmp_path):
     )
     (tmp_path / "pub.pem").write_bytes(pem)
     auth = Authenticator.from_settings(
-        AuthSettings(enabled=True, jwt_public_key_file=tmp_path / "pub.pem", jwt_issuer="issuer", jwt_audience="rtserve")
+        AuthSettings(
+            enabled=True,
+            jwt_public_key_file=tmp_path / "pub.pem",
+            jwt_issuer="issuer",
+            jwt_audience="rtserve",
+        )
     )
     good = token(key=private, algorithm="RS256")
     assert auth.authenticate({"authorization": f"Bearer {good}"}).subject == "svc-a"
@@ -99,9 +112,13 @@ def test_missing_or_unknown_credentials_are_unauthenticated():
 
 
 def test_a_role_is_needed_and_admin_holds_every_role():
-    auth = Authenticator(True, ApiKeys([(hash_key("r"), "reader", ["read"]), (hash_key("a"), "root", ["admin"])]))
+    auth = Authenticator(
+        True, ApiKeys([(hash_key("r"), "reader", ["read"]), (hash_key("a"), "root", ["admin"])])
+    )
     reader = auth.authenticate({"x-api-key": "r"})
-    with pytest.raises(PermissionDeniedError, match="needs the 'predict' role; 'reader' holds: read"):
+    with pytest.raises(
+        PermissionDeniedError, match="needs the 'predict' role; 'reader' holds: read"
+    ):
         Authenticator.authorize(reader, "predict", "POST /v1/models/x:predict")
     Authenticator.authorize(auth.authenticate({"x-api-key": "a"}), "predict", "anything")
 

@@ -13,7 +13,9 @@ class Clock:
 
 def test_no_header_gives_the_default_budget():
     clock = Clock()
-    assert DeadlinePolicy(default_ms=250).from_header(None, clock).remaining() == pytest.approx(0.25)
+    assert DeadlinePolicy(default_ms=250).from_header(None, clock).remaining() == pytest.approx(
+        0.25
+    )
 
 
 def test_the_header_sets_the_budget_up_to_the_maximum():

@@ -17,7 +17,9 @@ def fallback(policy, outputs=CLASSIFIER):
 
 
 def test_fail_closed_answers_unavailable_with_the_reason():
-    with pytest.raises(ModelUnavailableError, match="runtime failed; its fallback policy is fail_closed"):
+    with pytest.raises(
+        ModelUnavailableError, match="runtime failed; its fallback policy is fail_closed"
+    ):
         fallback({"mode": "fail_closed"}).answer(COLUMNS, 3, "runtime failed")
 
 
@@ -48,7 +50,9 @@ def test_a_rule_policy_without_default_is_unavailable_for_unmatched_rows():
 
 
 def test_regressors_fall_back_to_a_value():
-    output = fallback({"mode": "fail_open", "default": {"value": 2.5}}, REGRESSOR).answer(COLUMNS, 3, "x")
+    output = fallback({"mode": "fail_open", "default": {"value": 2.5}}, REGRESSOR).answer(
+        COLUMNS, 3, "x"
+    )
     assert output.value.tolist() == [2.5, 2.5, 2.5]
 
 
@@ -56,9 +60,15 @@ def test_regressors_fall_back_to_a_value():
     ("policy", "fragment"),
     [
         ({"mode": "fail_open", "default": {"label": 7}}, "not one of the classes"),
-        ({"mode": "fail_open", "default": {"label": 1, "probabilities": [1.0]}}, "1 probabilities for 2 classes"),
+        (
+            {"mode": "fail_open", "default": {"label": 1, "probabilities": [1.0]}},
+            "1 probabilities for 2 classes",
+        ),
         ({"mode": "fail_open", "default": {"value": 1.0}}, "answers a label"),
-        ({"mode": "rule", "rules": [{"when": "amont > 1", "answer": {"label": 1}}]}, "not an input field"),
+        (
+            {"mode": "rule", "rules": [{"when": "amont > 1", "answer": {"label": 1}}]},
+            "not an input field",
+        ),
     ],
 )
 def test_answers_that_do_not_fit_the_model_are_refused_when_compiled(policy, fragment):
@@ -68,7 +78,11 @@ def test_answers_that_do_not_fit_the_model_are_refused_when_compiled(policy, fra
 
 @pytest.mark.parametrize(
     "policy",
-    [{"mode": "fail_open"}, {"mode": "rule"}, {"mode": "fail_open", "default": {"label": 1, "value": 2.0}}],
+    [
+        {"mode": "fail_open"},
+        {"mode": "rule"},
+        {"mode": "fail_open", "default": {"label": 1, "value": 2.0}},
+    ],
 )
 def test_incomplete_policies_are_refused_when_declared(policy):
     with pytest.raises(ValueError, match="validation error"):

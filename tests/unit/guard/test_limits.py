@@ -4,7 +4,12 @@ import zlib
 import numpy as np
 import pytest
 
-from rtserve.errors import MalformedRequestError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError
+from rtserve.errors import (
+    MalformedRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
 from rtserve.guard.limits import BodyBuffer, check_json_depth, check_rows, check_strings, json_depth
 
 
@@ -65,7 +70,9 @@ def test_json_depth_ignores_brackets_inside_strings():
 
 def test_deep_json_is_refused_and_shallow_json_passes():
     check_json_depth(b'{"instances": [{"a": 1}]}', 3)
-    with pytest.raises(MalformedRequestError, match="nests 40 levels deep, more than the limit of 32"):
+    with pytest.raises(
+        MalformedRequestError, match="nests 40 levels deep, more than the limit of 32"
+    ):
         check_json_depth(b"[" * 40 + b"]" * 40, 32)
 
 
@@ -77,7 +84,10 @@ def test_too_many_rows_are_refused_naming_the_field():
 
 
 def test_long_strings_are_refused_naming_field_and_row():
-    columns = {"country": np.array(["DE", "x" * 50, None], dtype=object), "amount": np.array([1.0, 2.0, 3.0])}
+    columns = {
+        "country": np.array(["DE", "x" * 50, None], dtype=object),
+        "amount": np.array([1.0, 2.0, 3.0]),
+    }
     check_strings(columns, 50)
     with pytest.raises(ValidationError) as info:
         check_strings(columns, 10)

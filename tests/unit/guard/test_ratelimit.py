@@ -29,7 +29,9 @@ def test_a_client_gets_its_limit_then_429_with_the_window():
         statuses = await hits(limiter, "alice", 3)
         assert [s.remaining for s in statuses] == [2, 1, 0]
         assert statuses[0].limit == 3 and statuses[0].window_s == 60
-        with pytest.raises(RateLimitedError, match="'alice' exceeded its rate limit of 3 requests per 60 s") as info:
+        with pytest.raises(
+            RateLimitedError, match="'alice' exceeded its rate limit of 3 requests per 60 s"
+        ) as info:
             await limiter.hit("alice")
         assert 1 <= info.value.retry_after <= 60 and info.value.remaining == 0
 
