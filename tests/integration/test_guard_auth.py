@@ -15,9 +15,8 @@ from rtserve.guard.auth import hash_key
 from rtserve.server.app import create_app
 from rtserve.server.routes import ROUTES, RouteSpec
 from rtserve.settings import Settings
-
-from .conftest import wait_ready
-from .guard_support import records_body, v2_body
+from tests.integration.conftest import wait_ready
+from tests.integration.guard_support import records_body, v2_body
 
 SECRET = "integration-secret-" + "x" * 48
 KEYS = {

@@ -17,9 +17,8 @@ from starlette.testclient import TestClient
 from rtserve.demo import example_record
 from rtserve.server.app import create_app
 from rtserve.settings import Settings
-
-from .conftest import wait_ready
-from .guard_support import live_server, records_body, v2_body
+from tests.integration.conftest import wait_ready
+from tests.integration.guard_support import live_server, records_body, v2_body
 
 LIMITS = {"max_instances": 50, "max_string_length": 16, "max_json_depth": 8, "body_timeout_s": 0.5}
 

@@ -14,9 +14,8 @@ from starlette.testclient import TestClient
 from rtserve.guard.auth import hash_key
 from rtserve.server.app import create_app
 from rtserve.settings import Settings
-
-from .conftest import wait_ready
-from .guard_support import records_body
+from tests.integration.conftest import wait_ready
+from tests.integration.guard_support import records_body
 
 CLIENTS = {"noisy": "key-noisy-0001", "quiet": "key-quiet-0002"}
 

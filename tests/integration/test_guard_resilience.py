@@ -12,13 +12,17 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
-import pytest
 import yaml
 
 from rtserve.demo import example_record
 from rtserve.engine.reseal import reseal
-
-from .guard_support import client_for, guarded_app, live_server, records_body, v2_body
+from tests.integration.guard_support import (
+    client_for,
+    guarded_app,
+    live_server,
+    records_body,
+    v2_body,
+)
 
 FAIL_OPEN = {"dense": {"fallback": {"mode": "fail_open", "default": {"label": 0}}}}
 BREAKER = {"consecutive_failures": 3, "open_s": 0.5, "min_calls": 100}
@@ -61,7 +65,8 @@ class TestFallbacksAndBreaker:
         with client_for(app) as client:
             for _ in range(3):
                 assert predict(client).headers["rtserve-fallback"] == "fail_open"
-            assert served.guard is not None and served.guard.breaker.state == "open"
+            assert served.guard is not None
+            assert served.guard.breaker.state == "open"
             calls = runtime.calls
             for _ in range(5):
                 assert predict(client).headers["rtserve-fallback"] == "fail_open"
@@ -88,9 +93,8 @@ class TestFallbacksAndBreaker:
             assert response.status_code == 503
             assert response.json()["code"] == "model_unavailable"
             assert int(response.headers["retry-after"]) >= 1
-        assert served.guard is not None and served.guard.stats()["rejections"] == {
-            "circuit_open": 1
-        }
+        assert served.guard is not None
+        assert served.guard.stats()["rejections"] == {"circuit_open": 1}
 
     def test_fail_closed_answers_503(self, dense_bundle: Path) -> None:
         policies = {"dense": {"fallback": {"mode": "fail_closed"}}}
@@ -113,7 +117,7 @@ class TestFallbacksAndBreaker:
                 }
             }
         }
-        app, served, runtime = guarded_app(fraud_bundle, policies=policies, breaker=BREAKER)
+        app, _served, runtime = guarded_app(fraud_bundle, policies=policies, breaker=BREAKER)
         runtime.failing = True
         rows = [{**example_record(), "amount": 5000.0}, {**example_record(), "amount": 10.0}]
         with client_for(app) as client:
@@ -137,7 +141,8 @@ class TestFallbacksAndBreaker:
             for _ in range(3):
                 assert predict(client).headers["rtserve-fallback"] == "fail_open"
             assert time.monotonic() - started < 1.0
-            assert served.guard is not None and served.guard.breaker.state == "open"
+            assert served.guard is not None
+            assert served.guard.breaker.state == "open"
             runtime.release()
             time.sleep(0.6)
             assert "rtserve-fallback" not in predict(client).headers
@@ -233,9 +238,8 @@ class TestDeadlinesAndAdmission:
                 httpx.post(f"{url}/v1/models/dense:predict", json=records_body()).status_code == 200
             )
         assert runtime.rows_seen == 2  # the held request and the last one; never the 7 expired rows
-        assert (
-            served.guard is not None and served.guard.stats()["rejections"]["deadline_expired"] == 1
-        )
+        assert served.guard is not None
+        assert served.guard.stats()["rejections"]["deadline_expired"] == 1
 
     def test_a_full_queue_sheds_at_once_with_503_retry_after_and_liveness_stays_200(
         self, dense_bundle: Path
@@ -269,7 +273,8 @@ class TestDeadlinesAndAdmission:
         assert response.json()["code"] == "overloaded"
         assert int(response.headers["retry-after"]) >= 1
         assert shed_seconds < 0.5
-        assert served.guard is not None and served.guard.stats()["rejections"] == {"queue_full": 1}
+        assert served.guard is not None
+        assert served.guard.stats()["rejections"] == {"queue_full": 1}
 
     def test_an_expected_wait_beyond_the_deadline_is_shed(self, dense_bundle: Path) -> None:
         app, served, _ = guarded_app(dense_bundle, delay=0.4, runtime_threads=1)
@@ -293,9 +298,8 @@ class TestDeadlinesAndAdmission:
             busy.join(timeout=30)
         assert response.status_code == 503
         assert "expected wait" in response.json()["error"]
-        assert served.guard is not None and served.guard.stats()["rejections"] == {
-            "expected_wait": 1
-        }
+        assert served.guard is not None
+        assert served.guard.stats()["rejections"] == {"expected_wait": 1}
 
     def test_a_client_that_disconnects_has_its_queued_work_cancelled(
         self, dense_bundle: Path
@@ -323,4 +327,5 @@ class TestDeadlinesAndAdmission:
             wait_until(lambda: app.state.guards.rejections["client_disconnected"] == 1)
             runtime.release()
             first.join(timeout=30)
-        assert runtime.calls == 1 and runtime.rows_seen == 1  # the 5 abandoned rows never ran
+        assert runtime.calls == 1
+        assert runtime.rows_seen == 1

@@ -44,7 +44,8 @@ def test_concurrency_and_batching_shorten_the_expected_wait():
     serial = admission.expected_wait(state(queued=8), 1)
     parallel = admission.expected_wait(state(queued=8, running=4, concurrency=4), 1)
     batched = admission.expected_wait(state(queued=8, batch=8), 1)
-    assert parallel < serial and batched < serial
+    assert parallel < serial
+    assert batched < serial
 
 
 def test_batch_times_are_a_moving_average():

@@ -18,7 +18,8 @@ def test_consecutive_failures_open_the_breaker():
     b, _ = breaker(consecutive_failures=3, min_calls=100)
     for _ in range(2):
         b.record_failure()
-    assert b.allow() and b.state is BreakerState.CLOSED
+    assert b.allow()
+    assert b.state is BreakerState.CLOSED
     b.record_failure()
     assert b.state is BreakerState.OPEN
     assert not b.allow()
@@ -59,7 +60,8 @@ def test_after_open_s_one_probe_goes_through_and_its_success_closes():
     assert b.state is BreakerState.HALF_OPEN
     assert not b.allow()  # only one probe at a time
     b.record_success()
-    assert b.state is BreakerState.CLOSED and b.allow()
+    assert b.state is BreakerState.CLOSED
+    assert b.allow()
 
 
 def test_a_failed_probe_opens_the_breaker_again():

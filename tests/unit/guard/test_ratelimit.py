@@ -16,10 +16,7 @@ def run(coro):
 
 
 async def hits(limiter, client, n):
-    statuses = []
-    for _ in range(n):
-        statuses.append(await limiter.hit(client))
-    return statuses
+    return [await limiter.hit(client) for _ in range(n)]
 
 
 def test_a_client_gets_its_limit_then_429_with_the_window():
@@ -28,12 +25,14 @@ def test_a_client_gets_its_limit_then_429_with_the_window():
     async def scenario():
         statuses = await hits(limiter, "alice", 3)
         assert [s.remaining for s in statuses] == [2, 1, 0]
-        assert statuses[0].limit == 3 and statuses[0].window_s == 60
+        assert statuses[0].limit == 3
+        assert statuses[0].window_s == 60
         with pytest.raises(
             RateLimitedError, match="'alice' exceeded its rate limit of 3 requests per 60 s"
         ) as info:
             await limiter.hit("alice")
-        assert 1 <= info.value.retry_after <= 60 and info.value.remaining == 0
+        assert 1 <= info.value.retry_after <= 60
+        assert info.value.remaining == 0
 
     run(scenario())
 
