@@ -26,7 +26,11 @@ Every failure the product can report is one of these types. Each carries a stabl
     │   └── PermissionDeniedError       valid credentials without the route's role
     ├── RateLimitedError                a client used up its rate limit; retry after a while
     ├── NotFoundError                   unknown model or version
-    ├── NotReadyError                   model known but not (yet) able to answer
+    ├── UnavailableError                cannot take this request now; retry after a while
+    │   ├── NotReadyError               model known but not (yet) able to answer
+    │   ├── OverloadedError             shed by admission control (queue full, wait too long)
+    │   └── ModelUnavailableError       the model failed and its fallback is fail_closed
+    ├── DeadlineExceededError           the request's deadline passed before its answer
     └── PredictionError                 the runtime failed on valid input
 """
 
