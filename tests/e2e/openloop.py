@@ -23,6 +23,7 @@ class Result:
     sent: float  # monotonic seconds
     latency: float
     status: int  # HTTP status, REFUSED or ERROR
+    lag: float = 0.0  # how late it was sent against the schedule (the generator's own delay)
 
 
 async def offer(
@@ -37,12 +38,16 @@ async def offer(
         delay = start + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one(client, url, body, headers)))
+        tasks.append(asyncio.create_task(_one(client, url, body, headers, start + i / rate)))
     return list(await asyncio.gather(*tasks))
 
 
 async def _one(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str] | None
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None,
+    due: float,
 ) -> Result:
     sent = time.monotonic()
     try:
@@ -52,7 +57,7 @@ async def _one(
         status = REFUSED
     except httpx.HTTPError:
         status = ERROR
-    return Result(sent, time.monotonic() - sent, status)
+    return Result(sent, time.monotonic() - sent, status, max(0.0, sent - due))
 
 
 def percentile(values: list[float], q: float) -> float:

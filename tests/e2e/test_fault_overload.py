@@ -17,10 +17,11 @@ import pytest
 from tests.e2e.conftest import ServerProcess, free_port
 from tests.e2e.openloop import client, offer, percentile
 
-DELAY_S = 0.16  # per model call
-THREADS = 8  # model calls at once: nominal capacity 50 requests/s
+DELAY_S = 0.32  # per model call
+THREADS = 8  # model calls at once: nominal capacity 25 requests/s
 BODY = {"instances": [{"a": 0.1, "b": -0.4, "c": 1.2}]}
 SETTINGS = {"max_batch_size": 1, "shedding": {"max_queue": 2}}
+MAX_LAG_MS = 50.0  # the generator's own lateness beyond which a run is not a measurement
 
 
 def start_slow_server(bundle: Path, log: Path, settings: dict[str, object]) -> ServerProcess:
@@ -69,7 +70,7 @@ def test_at_twice_capacity_goodput_holds_admitted_stay_fast_and_the_rest_is_shed
 
     async def scenario() -> dict[str, float]:
         async with client() as http:
-            await offer(http, url, BODY, rate=20, seconds=1.5)  # warm-up
+            await offer(http, url, BODY, rate=10, seconds=1.5)  # warm-up
             probe_s = 4.0
             probe = await offer(http, url, BODY, rate=2.0 * THREADS / DELAY_S, seconds=probe_s)
             capacity = sum(r.status == 200 for r in probe) / probe_s
@@ -85,6 +86,7 @@ def test_at_twice_capacity_goodput_holds_admitted_stay_fast_and_the_rest_is_shed
                     recovered_after = time.monotonic() - stopped
                     break
                 await asyncio.sleep(0.1)
+        lags = [r.lag for phase in (probe, normal, overload) for r in phase]
         admitted = [r.latency for r in overload if r.status == 200]
         shed = [r.latency for r in overload if r.status == 503]
         return {
@@ -94,19 +96,31 @@ def test_at_twice_capacity_goodput_holds_admitted_stay_fast_and_the_rest_is_shed
             "p99_normal_ms": p99_normal * 1000,
             "p99_admitted_overload_ms": percentile(admitted, 99) * 1000,
             "shed": len(shed),
+            "shed_p50_ms": percentile(shed, 50) * 1000,
             "shed_p99_ms": percentile(shed, 99) * 1000,
             "other": sum(r.status not in (200, 503) for r in overload),
             "normal_failures": sum(r.status != 200 for r in normal),
             "recovered_after_s": recovered_after,
+            "generator_lag_p99_ms": percentile(lags, 99) * 1000,
         }
 
-    figures = asyncio.run(scenario())
-    print("\noverload figures:", json.dumps(figures, indent=1))
+    # A run is a measurement only if the generator kept its schedule: on a machine whose CPUs
+    # are taken by other work neither client nor server gets to run, and the figures say nothing
+    # about admission control. Such runs are repeated (at most 3 in all), never judged.
+    for _attempt in range(3):
+        figures = asyncio.run(scenario())
+        print("\noverload figures:", json.dumps(figures, indent=1))
+        if figures["generator_lag_p99_ms"] <= MAX_LAG_MS:
+            break
+    assert figures["generator_lag_p99_ms"] <= MAX_LAG_MS, "the machine is too busy to measure"
     assert figures["capacity_rps"] > 0.6 * THREADS / DELAY_S  # the server is not starved
     assert figures["normal_failures"] == 0
     assert figures["goodput_rps"] >= 0.9 * figures["capacity_rps"]
     assert figures["p99_admitted_overload_ms"] <= 2 * figures["p99_normal_ms"]
     assert figures["shed"] > 0
-    assert figures["shed_p99_ms"] < 100  # shed at once, not after queueing
+    # shed at once: typically far below one model call, and never queued behind one (the bound is
+    # end to end, so it also absorbs the machine's other load on the client and server loops)
+    assert figures["shed_p50_ms"] < 0.25 * DELAY_S * 1000
+    assert figures["shed_p99_ms"] < DELAY_S * 1000
     assert figures["other"] == 0  # every request answered: 200 or 503
     assert figures["recovered_after_s"] <= 10
