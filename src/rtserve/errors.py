@@ -31,7 +31,8 @@ Every failure the product can report is one of these types. Each carries a stabl
     │   ├── OverloadedError             shed by admission control (queue full, wait too long)
     │   └── ModelUnavailableError       the model failed and its fallback is fail_closed
     ├── DeadlineExceededError           the request's deadline passed before its answer
-    └── PredictionError                 the runtime failed on valid input
+    ├── PredictionError                 the runtime failed on valid input
+    └── LoadTestError                   a load test cannot run (rtserve bench: target, bodies)
 """
 
 from __future__ import annotations
@@ -281,3 +282,9 @@ class PredictionError(RtserveError):
     """The runtime failed on input that passed validation."""
 
     code = "prediction_failed"
+
+
+class LoadTestError(RtserveError):
+    """A load test cannot run: the target does not start or answer, or no bodies can be made."""
+
+    code = "load_test"
