@@ -164,6 +164,19 @@ class Settings(BaseSettings):
     parity_tolerance: float = Field(
         default=1e-5, gt=0, description="Max |diff| allowed between warm-up and recorded outputs."
     )
+    force_native_runtime: bool = Field(
+        default=False,
+        description="Predict with each model's own framework even where its bundle's ONNX export "
+        "passed the parity gate at build (ONNX Runtime serves those by default).",
+    )
+    cache_size: int = Field(
+        default=0,
+        ge=0,
+        description="Responses kept per model version, keyed by the validated input (0: no cache).",
+    )
+    cache_ttl_s: float = Field(
+        default=60.0, gt=0, description="Seconds a cached response stays valid."
+    )
     max_body_bytes: int = Field(
         default=8 << 20, ge=1024, description="Largest request body accepted (413 beyond)."
     )

@@ -69,6 +69,41 @@ class Environment(BaseModel):
     framework: list[str] = Field(default_factory=list)
 
 
+class ExportParity(BaseModel):
+    """How an export's outputs compared with the original model's at build time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Sample rows compared (the validation sample's rows among them).
+    rows: int
+    #: Extra rows with a missing or unseen value put into one field at a time.
+    probe_rows: int = 0
+    #: Largest |difference| of probabilities / values; None when they could not be compared.
+    max_abs_diff: float | None
+    #: Share of compared rows whose label differs.
+    label_mismatch_rate: float
+    tolerance: float
+    passed: bool
+
+
+class Optimized(BaseModel):
+    """The ONNX export kept beside the native artifact, its parity, and which runtime serves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``onnx`` when the export passed its parity gate, else ``native``.
+    serving: Literal["onnx", "native"]
+    #: Why the native runtime serves (or a note on the export); empty when ONNX serves.
+    reason: str = ""
+    #: The export's artifact; None when there is none (not convertible or rejected).
+    runtime: RuntimeSpec | None = None
+    #: How validated columns are fed to the export.
+    input_frame: InputFrame | None = None
+    parity: ExportParity | None = None
+    #: Converter and runtime versions that made and checked the export.
+    packages: dict[str, str] = Field(default_factory=dict)
+
+
 class Manifest(BaseModel):
     """Everything needed to load, check and describe a bundle."""
 
@@ -82,6 +117,8 @@ class Manifest(BaseModel):
     model_schema: Schema = Field(alias="schema")
     input_frame: InputFrame
     runtime: RuntimeSpec
+    #: An ONNX export and its parity gate (None: the bundle predates exports or is ONNX).
+    optimized: Optimized | None = None
     environment: Environment
     profile: str = "profile.json"
     validation: str = "validation.json"

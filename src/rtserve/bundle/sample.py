@@ -38,6 +38,42 @@ def sample_rows(n_rows: int, limit: int, seed: int = 0) -> AnyArray:
     return np.sort(rng.choice(n_rows, size=limit, replace=False))
 
 
+def with_missing_rows(columns: Columns, rows: AnyArray, per_field: int = 2) -> AnyArray:
+    """``rows`` with, for every column that has missing values, a few rows where it is missing.
+
+    A random subset may hold none, and then checks on it (the export's parity gate, the warm-up)
+    would never see how the model treats a missing value. Rows without any missing value make
+    room, so the count stays what was asked for.
+    """
+    masks: list[AnyArray] = []
+    for values in columns.values():
+        mask = _missing(values)
+        if mask is not None and mask.any():
+            masks.append(mask)
+    if not masks:
+        return rows
+    chosen = set(rows.tolist())
+    complete = [r for r in rows.tolist() if not any(m[r] for m in masks)]
+    for missing in masks:
+        shortfall = per_field - sum(bool(missing[r]) for r in chosen)
+        for candidate in np.flatnonzero(missing).tolist():
+            if shortfall <= 0 or not complete:
+                break
+            if candidate not in chosen:
+                chosen.discard(complete.pop())
+                chosen.add(candidate)
+                shortfall -= 1
+    return np.asarray(sorted(chosen), dtype=rows.dtype)
+
+
+def _missing(values: AnyArray) -> AnyArray | None:
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype == object:
+        return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    return None
+
+
 def jsonable(values: AnyArray) -> list[Any]:
     """A numpy column (or matrix) as JSON-ready Python values; NaN becomes null."""
     if values.dtype.kind == "f":

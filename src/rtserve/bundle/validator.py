@@ -134,7 +134,9 @@ class Validator:
             if isinstance(series.dtype, np.dtype) and series.dtype.kind in "fiub":
                 out[str(name)] = series.to_numpy()
             else:
-                values = series.to_numpy(dtype=object)
+                # A copy: an object column's array is the frame's own (read-only under pandas'
+                # copy-on-write), and the caller's frame must not change either way.
+                values = series.to_numpy(dtype=object, copy=True)
                 values[pd.isna(values)] = None  # NaN, pd.NA and NaT alike
                 out[str(name)] = values
         return self.columns(out)

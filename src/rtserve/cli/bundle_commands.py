@@ -9,13 +9,14 @@ import typer
 from rich.markup import escape
 
 from rtserve.bundle.bundle import Bundle
+from rtserve.bundle.manifest import Manifest
 from rtserve.bundle.sample import DEFAULT_ROWS
 from rtserve.cli import overrides as schema_overrides
 from rtserve.cli import render
 from rtserve.cli.output import print_json, print_warning, stderr, stdout
 from rtserve.cli.tables import read_sample, table_format
 from rtserve.engine.builder import build as build_bundle
-from rtserve.engine.loader import load
+from rtserve.engine.loader import load, serving
 from rtserve.engine.predictor import ParityReport
 from rtserve.engine.reseal import reseal as reseal_bundle
 from rtserve.errors import BundleError, RtserveError
@@ -129,6 +130,15 @@ def build(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing bundle at --output.")
     ] = False,
+    optimize: Annotated[
+        str,
+        typer.Option(
+            "--optimize",
+            metavar="auto|off",
+            help="auto: also export to ONNX and serve the export when it matches the model on "
+            "the sample (parity gate); off: native runtime only.",
+        ),
+    ] = "auto",
     json_output: JsonFlag = False,
 ) -> None:
     """Build a bundle from a model file and a training sample.
@@ -145,6 +155,8 @@ def build(
     if overrides_file is not None:
         changes = schema_overrides.merge(schema_overrides.read_file(overrides_file), changes)
     table_format(sample, ("parquet", "csv"), "--sample")
+    if optimize not in ("auto", "off"):
+        raise typer.BadParameter(f"{optimize!r} is not one of auto, off", param_hint="--optimize")
     if model_file.suffix.lower() not in KNOWN_SUFFIXES:
         raise typer.BadParameter(
             f"{model_file.name}: expected a model file ending in {', '.join(KNOWN_SUFFIXES)}",
@@ -169,13 +181,15 @@ def build(
             description=description,
             schema_overrides=changes or None,
             validation_rows=validation_rows,
+            optimize=optimize,
         )
         saved = built.save(output, overwrite=overwrite)
     if json_output:
-        print_json(render.document(saved, output))
+        print_json(_with_serving(render.document(saved, output), saved))
         return
     console = stdout()
     render.header(console, saved)
+    render.line(console, "serving", serving_line(saved.manifest))
     console.print(render.fields_table(saved.manifest.model_schema))
     render.line(console, "outputs", render.outputs_line(saved.manifest.model_schema.outputs))
     console.print(f"[green]saved[/] {escape(str(output))}")
@@ -204,10 +218,11 @@ def inspect_bundle(
     if no_verify:
         print_warning("hashes were not checked (--no-verify): this view may not be what was built")
     if json_output:
-        print_json(render.document(opened, bundle))
+        print_json(_with_serving(render.document(opened, bundle), opened))
         return
     console = stdout()
     render.header(console, opened)
+    render.line(console, "serving", serving_line(opened.manifest))
     render.environment(console, opened)
     console.print(render.fields_table(opened.manifest.model_schema))
     render.line(console, "outputs", render.outputs_line(opened.manifest.model_schema.outputs))
@@ -313,6 +328,34 @@ def reseal(
     render.line(console, "old digest", report.old_digest or "(none)")
     render.line(console, "new digest", report.new_digest)
     console.print(report.parity.describe(), soft_wrap=True)
+
+
+def serving_line(manifest: Manifest) -> str:
+    """Which runtime serves by default, with the export's parity figures or why not."""
+    choice = serving(manifest)
+    optimized = manifest.optimized
+    parity = optimized.parity if optimized is not None else None
+    figures = ""
+    if parity is not None:
+        diff = "n/a" if parity.max_abs_diff is None else f"{parity.max_abs_diff:.2g}"
+        figures = (
+            f"{parity.rows} sample + {parity.probe_rows} probe rows, max |diff| {diff} "
+            f"(tolerance {parity.tolerance:g}), {parity.label_mismatch_rate:.2%} labels differ"
+        )
+    if choice.optimized:
+        return f"{choice.runtime} (ONNX export, parity passed: {figures})"
+    reason = choice.reason + (f"; {figures}" if figures else "")
+    return f"{choice.runtime} (native: {reason})"
+
+
+def _with_serving(document: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
+    choice = serving(bundle.manifest)
+    document["serving"] = {
+        "runtime": choice.runtime,
+        "optimized": choice.optimized,
+        "reason": choice.reason,
+    }
+    return document
 
 
 def _parity_document(parity: ParityReport) -> dict[str, Any]:

@@ -17,11 +17,19 @@ from rtserve.bundle.inference import as_frame, infer_fields
 from rtserve.bundle.manifest import Manifest
 from rtserve.bundle.naming import check_name, check_version
 from rtserve.bundle.profile import build_profile
-from rtserve.bundle.sample import DEFAULT_ROWS, ValidationSample, jsonable, sample_rows, take
+from rtserve.bundle.sample import (
+    DEFAULT_ROWS,
+    ValidationSample,
+    jsonable,
+    sample_rows,
+    take,
+    with_missing_rows,
+)
 from rtserve.bundle.schema import FieldType, Schema, UnseenPolicy
 from rtserve.bundle.validator import Validator
 from rtserve.engine import environment
 from rtserve.errors import BundleError, RtserveError, SchemaDefinitionError, ValidationError
+from rtserve.runtimes import export_gate
 from rtserve.runtimes.base import Description, ModelOutput, Runtime, RuntimeAdapter, Trust
 from rtserve.runtimes.registry import adapter_for
 from rtserve.types import Columns
@@ -41,6 +49,7 @@ def build(
     schema_overrides: dict[str, dict[str, Any]] | None = None,
     extra_fields: str = "reject",
     validation_rows: int = DEFAULT_ROWS,
+    optimize: str = "auto",
 ) -> Bundle:
     """Package a fitted model with its schema, profile, validation sample and hashes.
 
@@ -54,13 +63,19 @@ def build(
         schema_overrides: per-field changes to the inferred schema, e.g.
             ``{"amount": {"minimum": 0}, "email": {"pii": True}}``.
         extra_fields: ``"reject"`` (default) or ``"ignore"`` unknown keys in records.
-        validation_rows: how many sample rows to keep with their outputs.
+        validation_rows: how many sample rows to keep with their outputs (plus a few rows
+            with missing values, when the sample has them).
+        optimize: ``"auto"`` exports the model to ONNX and serves the export when it matches
+            the original on the sample (``rtserve.runtimes.export_gate``); ``"off"`` skips it.
+            The native artifact is always kept.
 
     Returns:
         A verified ``Bundle`` in a temporary directory; call ``.save(path)`` to keep it.
     """
     check_name(name)
     check_version(version)
+    if optimize not in ("auto", "off"):
+        raise BundleError(f"optimize={optimize!r} is not one of 'auto', 'off'", field="optimize")
     adapter = adapter_for(model)
     frame = as_frame(sample, _feature_names(model))
     described = _describe(adapter, model, frame)
@@ -81,7 +96,7 @@ def build(
         columns = _validate_sample(schema, frame)
         schema = _probe_unseen(schema, runtime, columns, set(schema_overrides or ()))
         outputs = runtime.predict(columns)
-        rows = sample_rows(len(frame), validation_rows)
+        rows = with_missing_rows(columns, sample_rows(len(frame), validation_rows))
         original = adapter.wrap(model, loaded_description)
         if original is not None:
             _check_round_trip(original, runtime, take(columns, rows))
@@ -93,6 +108,13 @@ def build(
         (workdir / "validation.json").write_text(
             json.dumps(validation.model_dump(), allow_nan=False), encoding="utf-8"
         )
+        optimized = (
+            export_gate.optimize(
+                model, adapter, loaded_description, runtime, schema, columns, rows, workdir
+            )
+            if optimize == "auto"
+            else export_gate.switched_off()
+        )
         manifest = Manifest(
             name=name,
             version=version,
@@ -101,6 +123,7 @@ def build(
             model_schema=schema,
             input_frame=described.input_frame,
             runtime=spec,
+            optimized=optimized,
             environment=environment.capture(adapter.packages),
             files={},
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
 
@@ -110,6 +110,8 @@ class DataPlane:
             "state": served.state.value,
             "reason": served.reason or None,
             "runtime": served.platform,
+            "runtime_reason": served.serving_reason or None,
+            "cache": None if served.cache is None else asdict(served.cache.stats()),
             "created_at": manifest.created_at.isoformat() if manifest else None,
             "description": manifest.description if manifest else "",
             "input_schema": record_schema(manifest.model_schema) if manifest else None,
@@ -218,7 +220,12 @@ class DataPlane:
         guard = served.guard
         fallback: str | None = None
         info: BatchInfo | None
-        if guard is None:  # a model registered without guards (built outside the manager)
+        cache = served.cache
+        key = cache.key(columns) if cache is not None else None
+        cached = cache.get(key) if cache is not None and key is not None else None
+        if cached is not None:  # the same validated input was answered moments ago
+            output, info = cached, None
+        elif guard is None:  # a model registered without guards (built outside the manager)
             output, info = await batcher.submit(columns, rows, deadline)
         else:
             outcome = await guard.call(
@@ -231,6 +238,8 @@ class DataPlane:
             output, info, fallback = outcome.output, outcome.info, outcome.fallback
             if info is not None:
                 guard.admission.observe(info.predict_seconds)
+        if cache is not None and key is not None and cached is None and fallback is None:
+            cache.put(key, output)  # only the model's own answers, never a fallback's
         if self.observers:
             event = PredictionEvent(
                 request_id=request_id,

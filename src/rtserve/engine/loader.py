@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rtserve.bundle.bundle import Bundle
+from rtserve.bundle.manifest import InputFrame, Manifest, RuntimeSpec
 from rtserve.engine import environment
 from rtserve.engine.predictor import Predictor
 from rtserve.errors import UnsafeArtifactError
@@ -18,6 +20,7 @@ def load(
     trust_pickle: bool = False,
     pinned_digest: str | None = None,
     strict_versions: bool = False,
+    force_native: bool = False,
 ) -> Predictor:
     """Load a bundle (directory, ``.tar.gz`` or ``Bundle``) for in-process prediction.
 
@@ -27,6 +30,8 @@ def load(
         pinned_digest: the bundle digest the operator expects; required with ``trust_pickle``,
             and checked whenever given.
         strict_versions: refuse, rather than warn, when a framework's minor version differs.
+        force_native: predict with the model's own framework even where the bundle's ONNX
+            export passed its parity gate (which ONNX Runtime then serves by default).
 
     Raises:
         IntegrityError: a file or the manifest changed after the build.
@@ -52,12 +57,39 @@ def load(
             field="runtime.format",
         )
     environment.check(manifest.environment, strict=strict_versions)
-    adapter = adapter_named(manifest.runtime.adapter)
+    choice = serving(manifest, force_native=force_native)
     description = Description(
         outputs=manifest.model_schema.outputs,
-        input_frame=manifest.input_frame,
-        options=manifest.runtime.options,
+        input_frame=choice.input_frame,
+        options=choice.spec.options,
     )
     trust = Trust(allow_pickle=trust_pickle, pinned_digest=pinned_digest)
-    runtime = adapter.load(bundle.path, manifest.runtime, description, trust)
+    runtime = adapter_named(choice.spec.adapter).load(bundle.path, choice.spec, description, trust)
     return Predictor(bundle, runtime)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Which artifact answers for a bundle, and why."""
+
+    runtime: str  # adapter name: "onnx" for the export, else the native adapter
+    optimized: bool  # True when the ONNX export serves
+    reason: str
+    spec: RuntimeSpec
+    input_frame: InputFrame
+
+
+def serving(manifest: Manifest, *, force_native: bool = False) -> Serving:
+    """The ONNX export when its parity gate passed at build (unless forced native), else native."""
+    optimized = manifest.optimized
+    native = manifest.runtime
+    if optimized is None:
+        return Serving(native.adapter, False, "no export recorded", native, manifest.input_frame)
+    if optimized.serving == "onnx" and optimized.runtime is not None:
+        if not force_native:
+            frame = optimized.input_frame or manifest.input_frame
+            reason = "ONNX export passed its parity gate"
+            return Serving(optimized.runtime.adapter, True, reason, optimized.runtime, frame)
+        reason = "native runtime forced at load"
+        return Serving(native.adapter, False, reason, native, manifest.input_frame)
+    return Serving(native.adapter, False, optimized.reason, native, manifest.input_frame)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import Manifest
 from rtserve.engine.batcher import AdaptiveBatcher
-from rtserve.engine.loader import load
+from rtserve.engine.cache import ResponseCache
+from rtserve.engine.loader import load, serving
 from rtserve.engine.predictor import Predictor
 from rtserve.errors import NotFoundError, NotReadyError, RtserveError
 from rtserve.guard.model_guard import ModelGuard
@@ -37,6 +38,10 @@ class ServedModel:
     manifest: Manifest | None = None
     #: Admission, circuit breaker, fallback and output hardening (rtserve.guard).
     guard: ModelGuard | None = None
+    #: Why ``platform`` answers (e.g. the ONNX export passed its parity gate, or why not).
+    serving_reason: str = ""
+    #: Responses by validated input (None: ``cache_size`` is 0).
+    cache: ResponseCache | None = None
 
     @property
     def ready(self) -> bool:
@@ -105,16 +110,27 @@ class ModelManager:
         )
         self._register(served)
         try:
-            predictor = load(
-                bundle,
-                trust_pickle=self.settings.trust_pickle,
-                pinned_digest=self.settings.pinned_digests.get(bundle.name),
-                strict_versions=self.settings.strict_versions,
-            )
+            choice = serving(bundle.manifest, force_native=self.settings.force_native_runtime)
+            predictor = self._predictor(bundle, force_native=not choice.optimized)
             served.state = ModelState.WARMING
             report = predictor.check_parity(self.settings.parity_tolerance)
+            if not report.passed and choice.optimized:
+                # The export matched at build; if this ONNX Runtime disagrees, serve natively.
+                logger.warning(
+                    "model %s:%s: the ONNX export's %s; serving with the native runtime",
+                    served.name,
+                    served.version,
+                    report.describe(),
+                )
+                choice = replace(
+                    serving(bundle.manifest, force_native=True),
+                    reason=f"the ONNX export's {report.describe()}",
+                )
+                predictor = self._predictor(bundle, force_native=True)
+                report = predictor.check_parity(self.settings.parity_tolerance)
             if not report.passed:
                 raise NotReadyError(report.describe())
+            served.platform, served.serving_reason = choice.runtime, choice.reason
             guard = ModelGuard.build(
                 served.name,
                 self.settings,
@@ -142,16 +158,29 @@ class ModelManager:
             name=served.name,
             inline_below=self.settings.inline_predict_us / 1e6,
         )
+        if self.settings.cache_size > 0:
+            served.cache = ResponseCache(self.settings.cache_size, self.settings.cache_ttl_s)
         served.load_seconds = time.perf_counter() - started
         served.state = ModelState.READY
         logger.info(
-            "model %s:%s ready in %.2fs (%s)",
+            "model %s:%s ready in %.2fs on %s (%s; %s)",
             served.name,
             served.version,
             served.load_seconds,
+            served.platform,
+            served.serving_reason,
             report.describe(),
         )
         return served
+
+    def _predictor(self, bundle: Bundle, *, force_native: bool) -> Predictor:
+        return load(
+            bundle,
+            trust_pickle=self.settings.trust_pickle,
+            pinned_digest=self.settings.pinned_digests.get(bundle.name),
+            strict_versions=self.settings.strict_versions,
+            force_native=force_native,
+        )
 
     def _register(self, served: ServedModel) -> None:
         with self._lock:

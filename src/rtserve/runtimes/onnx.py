@@ -79,6 +79,8 @@ class OnnxRuntime(Runtime):
         self._options = description.options
         self._outputs = description.outputs
         self._inputs = self._options["inputs"]
+        #: Written where a string is missing (exports made by rtserve.runtimes.convert).
+        self._missing_string: str | None = self._options.get("missing_string")
         self._classes = (
             np.asarray(self._outputs.classes) if self._outputs.task is Task.CLASSIFICATION else None
         )
@@ -93,12 +95,22 @@ class OnnxRuntime(Runtime):
             feeds[name] = (
                 column.astype(object) if dtype == "object" else column.astype(dtype, copy=False)
             ).reshape(-1, 1)
+            if dtype == "object" and self._missing_string is not None:
+                feeds[name] = _mark_missing(feeds[name], self._missing_string)
         return feeds
 
     def predict(self, columns: Columns) -> ModelOutput:
         """Predict every row of ``columns`` with the loaded model."""
         outputs = self._session.run(None, self._feeds(columns))
         return decode_outputs(outputs, self._options, self._outputs, self._classes)
+
+
+def _mark_missing(values: AnyArray, marker: str) -> AnyArray:
+    """Replace None (a missing string) by ``marker``: ONNX Runtime would read None as "None"."""
+    items = values.ravel().tolist()
+    if None not in items:
+        return values
+    return np.array([marker if v is None else v for v in items], dtype=object).reshape(values.shape)
 
 
 def decode_outputs(
@@ -253,13 +265,19 @@ class OnnxAdapter(RuntimeAdapter):
         """Create a runtime from the artifact files listed in ``spec``."""
         import onnx
 
-        path = directory / ONNX_FILE
+        relative = spec.files[0] if spec.files else ONNX_FILE
+        if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts:
+            raise UnsafeArtifactError(
+                f"rtserve.yaml points the ONNX runtime at {relative!r}, outside the bundle",
+                field="runtime.files",
+            )
+        path = directory / relative
         proto = onnx.load(str(path), load_external_data=False)
-        check_external_data(proto, where=ONNX_FILE)
+        check_external_data(proto, where=relative)
         try:
             session = _session(str(path))
         except Exception as exc:  # ORT raises its own exception types for bad graphs
-            raise BundleError(f"{ONNX_FILE}: ONNX Runtime cannot load it ({exc})") from exc
+            raise BundleError(f"{relative}: ONNX Runtime cannot load it ({exc})") from exc
         return OnnxRuntime(session, description)
 
 

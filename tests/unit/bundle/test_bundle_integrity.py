@@ -30,6 +30,7 @@ def test_a_fresh_bundle_opens_verified_with_a_sha256_digest(fraud_bundle_dir: Pa
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", bundle.digest)
     assert sorted(bundle.manifest.files) == [
         "model/model.skops",
+        "optimized/model.onnx",  # the ONNX export that passed its parity gate
         "profile.json",
         "validation.json",
     ]

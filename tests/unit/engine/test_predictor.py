@@ -83,7 +83,9 @@ def test_regression_predictions_as_records_and_frame(
     loss_pipeline: Any, transactions: pd.DataFrame, tmp_path: Path
 ) -> None:
     predictor = rtserve.load(
-        rtserve.build(loss_pipeline, transactions, name="loss", version="1").save(tmp_path / "l")
+        rtserve.build(loss_pipeline, transactions, name="loss", version="1", optimize="off").save(
+            tmp_path / "l"
+        )
     )
     predictions = predictor.predict(transactions.head(3))
     records = predictions.to_records()
@@ -114,7 +116,7 @@ def test_check_parity_passes_on_a_fresh_bundle(fraud_predictor: Predictor) -> No
     report = fraud_predictor.check_parity()
     assert report.passed
     assert report.rows == 200
-    assert report.max_abs_diff == 0.0
+    assert report.max_abs_diff < 1e-12  # the ONNX export serves; it computes in double precision
     assert report.label_mismatch_rate == 0.0
     assert "matches the recorded outputs" in report.describe()
 
