@@ -137,6 +137,89 @@ class BreakerSettings(BaseModel):
     )
 
 
+# --- observability (rtserve.observability): e.g. RTSERVE_DRIFT__WINDOW_ROWS=2000 -------------------
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics at ``GET /metrics``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Record metrics and serve /metrics.")
+    multiprocess_dir: str | None = Field(
+        default=None,
+        description="Directory the workers share with --workers > 1 (emptied at start; default: "
+        "a fresh temporary directory).",
+    )
+    queue_size: int = Field(
+        default=10_000, ge=1, description="Events waiting for the metrics thread before drops."
+    )
+
+
+class DriftSettings(BaseModel):
+    """Live drift of inputs and outputs against each bundle's training profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Keep a drift window per served model.")
+    window_rows: int = Field(default=5000, ge=10, description="Most recent rows in the window.")
+    window_s: float = Field(
+        default=3600.0, ge=0, description="Rows older than this leave the window (0: no limit)."
+    )
+    min_rows: int = Field(
+        default=200, ge=1, description="Rows needed before scores are judged against thresholds."
+    )
+    refresh_s: float = Field(default=5.0, gt=0, description="How often the drift gauges update.")
+    psi_threshold: float = Field(default=0.2, gt=0, description="PSI above this is drift.")
+    null_rate_threshold: float = Field(
+        default=0.1, gt=0, description="Absolute change of the missing share above this is drift."
+    )
+    unseen_threshold: float = Field(
+        default=0.05, gt=0, description="Share of unseen categories above this is drift."
+    )
+    out_of_range_threshold: float = Field(
+        default=0.05, gt=0, description="Share of values outside the training range above this."
+    )
+    queue_size: int = Field(default=10_000, ge=1, description="Events waiting before drops.")
+
+
+class DecisionLogSettings(BaseModel):
+    """One record per predicted row: which model version decided what."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Write the decision log.")
+    sink: Literal["jsonl", "sql"] = Field(
+        default="jsonl", description="jsonl: rotated files in `directory`; sql: `database_url`."
+    )
+    directory: str = Field(
+        default_factory=lambda: str(_state_dir() / "decisions"),
+        description="Where JSON-lines segments go (default: $XDG_STATE_HOME/rtserve/decisions).",
+    )
+    database_url: str | None = Field(
+        default=None, description="sqlite:///file.db or postgresql://user@host/db (sink sql)."
+    )
+    max_bytes: int = Field(default=64 << 20, ge=1024, description="Size of one segment file.")
+    max_files: int = Field(default=20, ge=1, description="Segments kept (oldest deleted).")
+    include_inputs: bool = Field(
+        default=False, description="Also record the inputs (PII fields hashed or dropped)."
+    )
+    queue_size: int = Field(default=2048, ge=1, description="Events waiting before drops.")
+
+    @model_validator(mode="after")
+    def _sql_needs_url(self) -> DecisionLogSettings:
+        if self.enabled and self.sink == "sql" and not self.database_url:
+            raise ValueError("decision_log.sink sql needs decision_log.database_url")
+        return self
+
+
+def _state_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "rtserve"
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure; nothing is read until ``Settings.load`` is called."""
 
@@ -225,6 +308,23 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
     access_log: bool = Field(default=True, description="One JSON log line per request.")
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings, description="Prometheus metrics at /metrics."
+    )
+    drift: DriftSettings = Field(
+        default_factory=DriftSettings, description="Live drift against the training profile."
+    )
+    decision_log: DecisionLogSettings = Field(
+        default_factory=DecisionLogSettings, description="Which model version decided what."
+    )
+    pii_redaction: Literal["hash", "drop"] = Field(
+        default="hash",
+        description="PII values in logs and recorded inputs: keyed hash (RTSERVE_REDACTION_KEY) "
+        "or dropped.",
+    )
+    tracing: bool = Field(
+        default=False, description="OpenTelemetry spans (needs the 'tracing' extra; OTEL_* env)."
+    )
 
     @field_validator("log_level")
     @classmethod

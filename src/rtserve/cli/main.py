@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from rtserve.cli import bench, bundle_commands, demo, predict, serve
+from rtserve.cli import bench, bundle_commands, demo, observe, predict, serve
 from rtserve.cli.output import print_error, shown_warnings
 from rtserve.errors import RtserveError
 
@@ -85,6 +85,7 @@ def _register(target: typer.Typer) -> None:
     bundle_commands.register(target)
     predict.register(target)
     bench.register(target)
+    observe.register(target)
 
 
 _register(app)

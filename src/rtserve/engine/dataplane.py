@@ -16,6 +16,7 @@ from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.events import BatchInfo, Observer, PredictionEvent
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
+from rtserve.errors import InputError, ValidationError
 from rtserve.guard.deadline import Deadline, DeadlinePolicy
 from rtserve.guard.fallback import FALLBACK_HEADER
 from rtserve.guard.limits import (
@@ -25,6 +26,8 @@ from rtserve.guard.limits import (
     check_strings,
     rows_of,
 )
+from rtserve.observability import context as request_context
+from rtserve.observability.redaction import withhold_pii
 from rtserve.protocol import records, v2
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
@@ -131,6 +134,7 @@ class DataPlane:
     ) -> Reply:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
         served = self.manager.get(name, version)
+        request_context.note_model(served.name, served.version)
         predictor, batcher = served.require_ready()
         limits = self.limits
 
@@ -146,7 +150,7 @@ class DataPlane:
             return request, columns
 
         started = time.perf_counter()
-        request, columns = await _maybe_offload(decode, len(body))
+        request, columns = await _observed_decode(decode, len(body), predictor.schema)
         output, fallback = await self._predict(
             served, batcher, columns, started, protocol="v2", request_id=request_id,
             deadline=deadline,
@@ -175,6 +179,7 @@ class DataPlane:
     ) -> Reply:
         """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
         served = self.manager.get(name, version)
+        request_context.note_model(served.name, served.version)
         predictor, batcher = served.require_ready()
         validator: Validator = predictor.validator
 
@@ -189,7 +194,7 @@ class DataPlane:
             return columns
 
         started = time.perf_counter()
-        columns = await _maybe_offload(decode, len(body))
+        columns = await _observed_decode(decode, len(body), predictor.schema)
         output, fallback = await self._predict(
             served, batcher, columns, started, protocol="records", request_id=request_id,
             deadline=deadline,
@@ -240,6 +245,10 @@ class DataPlane:
                 guard.admission.observe(info.predict_seconds)
         if cache is not None and key is not None and cached is None and fallback is None:
             cache.put(key, output)  # only the model's own answers, never a fallback's
+        request_context.note_prediction(
+            rows, info if info is not None else BatchInfo(0.0, 0.0, rows, 1), time.perf_counter(),
+            fallback=fallback is not None,
+        )  # fmt: skip
         if self.observers:
             event = PredictionEvent(
                 request_id=request_id,
@@ -252,12 +261,29 @@ class DataPlane:
                 output=output,
                 rows=rows,
                 latency_seconds=time.perf_counter() - started,
+                traceparent=request_context.current_traceparent(),
                 batch=info if info is not None else BatchInfo(0.0, 0.0, rows, 1),
                 fallback=fallback is not None,
             )
             for observer in self.observers:
                 observer.observe(event)
         return output, fallback
+
+
+async def _observed_decode(work: Any, size: int, schema: Schema) -> Any:
+    """Decode + validate, telling the request context how long it took and what was refused."""
+    started = time.perf_counter()
+    try:
+        return await _maybe_offload(work, size)
+    except InputError as exc:
+        if isinstance(exc, ValidationError):
+            request_context.note_rejection(schema.field_names, exc.violations)
+        withheld = withhold_pii(exc, schema.pii_fields)  # decoders may quote a PII value
+        if withheld is not None:
+            raise withheld from exc
+        raise
+    finally:
+        request_context.note_validation(started, time.perf_counter())
 
 
 async def _maybe_offload(work: Any, size: int) -> Any:

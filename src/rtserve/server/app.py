@@ -16,9 +16,11 @@ from starlette.routing import Route
 
 from rtserve.engine.dataplane import DataPlane, _version
 from rtserve.engine.manager import ModelManager
+from rtserve.observability.hub import Observability
 from rtserve.server.error_handlers import EXCEPTION_HANDLERS
 from rtserve.server.guards import Guards, guard_route
 from rtserve.server.middleware import RequestContextMiddleware
+from rtserve.server.observe import ManagerCatalog
 from rtserve.server.openapi import DOCS_HTML, openapi_document
 from rtserve.server.routes import ROUTES
 from rtserve.settings import Settings
@@ -35,7 +37,8 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Starl
     once while readiness waits for every warm-up.
     """
     manager = manager if manager is not None else ModelManager(settings)
-    plane = DataPlane(manager)
+    observability = Observability(settings, ManagerCatalog(manager))
+    plane = DataPlane(manager, observability.observers)
     document = msgspec.json.encode(openapi_document(_version()))
 
     async def openapi_json(request: Request) -> Response:
@@ -48,6 +51,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Starl
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         manager.pending = len(settings.bundles)  # unready from the first request on
         loading = asyncio.create_task(asyncio.to_thread(manager.load_all, settings.bundles))
+        observability.start()
         try:
             yield
         finally:
@@ -56,6 +60,7 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Starl
                 await asyncio.wait({loading}, timeout=5)
             manager.close()
             await guards.rate.close()
+            await asyncio.to_thread(observability.close)  # drain queues, close sinks
 
     guards = Guards.from_settings(settings)  # auth, rate limits, deadlines, body limits
     routes = [
@@ -67,13 +72,14 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Starl
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
+        exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    app.add_middleware(RequestContextMiddleware, recorder=observability.access)
     app.state.settings = settings
     app.state.manager = manager
     app.state.dataplane = plane
+    app.state.observability = observability
     app.state.guards = guards
     return app
 

@@ -1,4 +1,8 @@
-"""Pure-ASGI middleware: a request id on every request and response, and one access-log line."""
+"""Pure-ASGI middleware: a request id on every request and response, and one access record.
+
+It binds a ``RequestContext`` (request id, ``traceparent``) that the data plane fills in, and at
+the end hands it to the ``AccessRecorder``: request metrics, the access-log line, trace spans.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +13,55 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rtserve.observability import context as request_context
+from rtserve.observability.access import AccessRecorder, Finished
+from rtserve.server.routes import ROUTES
+
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-access_logger = logging.getLogger("rtserve.access")
+#: Endpoint name -> the protocol label of its route (the route table's tag).
+_PROTOCOL_OF = {getattr(r.endpoint, "__name__", r.name): r.tag for r in ROUTES}
+_UNROUTED = "none"
+logger = logging.getLogger("rtserve.server")
 
 
 class RequestContextMiddleware:
     """Accept a sane ``X-Request-ID`` or make one, expose it in ``scope["state"]``, echo it, and
-    write one access record per request (no bodies, no credentials)."""
+    record each request once (no bodies, no credentials, no input values)."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_log: bool = True, recorder: AccessRecorder | None = None
+    ) -> None:
         self.app = app
-        self.access_log = access_log
+        self.recorder = (
+            recorder if recorder is not None else AccessRecorder(None, access_log=access_log)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection (HTTP requests are recorded, others pass through)."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         request_id = ""
+        traceparent: str | None = None
         for key, value in scope["headers"]:
-            if key == b"x-request-id":
+            if key == b"x-request-id" and not request_id:
                 candidate = value.decode("latin-1")
                 if _VALID_ID.match(candidate):
                     request_id = candidate
-                break
+            elif key == b"traceparent" and len(value) <= 64:
+                candidate = value.decode("latin-1")
+                if request_context.parse_traceparent(candidate):
+                    traceparent = candidate
         if not request_id:
             request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
         status = 500
+        context = request_context.RequestContext(request_id, started, traceparent)
+        token = request_context.bind(context)
+        self.recorder.started()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -50,17 +73,18 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                access_logger.info(
-                    "%s %s %d",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                    },
-                )
+            request_context.unbind(token)
+            name = getattr(scope.get("endpoint"), "__name__", None)
+            protocol = _PROTOCOL_OF.get(name, _UNROUTED) if name else _UNROUTED
+            end = Finished(
+                scope["method"],
+                scope["path"],
+                protocol,
+                name if protocol != _UNROUTED and name else _UNROUTED,
+                status,
+                time.perf_counter(),
+            )
+            try:
+                self.recorder.finished(context, end)
+            except Exception:
+                logger.exception("recording request %s failed", request_id)

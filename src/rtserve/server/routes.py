@@ -9,7 +9,7 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rtserve.server import endpoints
+from rtserve.server import endpoints, observe
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 #: Who may call a route: ``public`` needs no credentials (health probes).
@@ -49,5 +49,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/v1/models/{name}/versions/{version}:predict", endpoints.predict, "v1_predict_version", "predict", "Predict records", "records"),
     RouteSpec("GET", "/v1/models/{name}", endpoints.model_description, "v1_model", "read", "Model description", "records"),
     RouteSpec("GET", "/v1/models/{name}/versions/{version}", endpoints.model_description, "v1_model_version", "read", "Model description", "records"),
+    RouteSpec("GET", "/metrics", observe.metrics, "metrics", "read", "Prometheus metrics", "observe"),
+    RouteSpec("GET", "/v1/models/{name}/drift", observe.drift, "v1_drift", "read", "Live drift", "observe"),
+    RouteSpec("GET", "/v1/models/{name}/versions/{version}/drift", observe.drift, "v1_drift_version", "read", "Live drift", "observe"),
     RouteSpec("GET", "/", endpoints.index, "index", "public", "Landing page", "docs"),
 )

@@ -8,6 +8,7 @@ A shutdown that overruns its grace period (a hung model) exits 1 instead of hang
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from rtserve.observability.metrics import multiprocess_metrics
 from rtserve.server.app import SETTINGS_ENV, create_app
 from rtserve.settings import Settings
 
@@ -63,12 +65,19 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
         server.run()
         return
     os.environ[SETTINGS_ENV] = _worker_settings_json(settings)
-    uvicorn.run(
-        "rtserve.server.app:app_from_env",
-        factory=True,
-        workers=settings.workers,
-        **common,
-    )
+    with _shared_metrics(settings):  # workers write metrics to one directory (multiprocess mode)
+        uvicorn.run(
+            "rtserve.server.app:app_from_env",
+            factory=True,
+            workers=settings.workers,
+            **common,
+        )
+
+
+def _shared_metrics(settings: Settings) -> contextlib.AbstractContextManager[object]:
+    if not settings.metrics.enabled:
+        return contextlib.nullcontext()
+    return multiprocess_metrics(settings.metrics.multiprocess_dir)
 
 
 class DrainingServer(uvicorn.Server):

@@ -1,0 +1,86 @@
+"""The decision-log observer: prediction events -> one record per row -> a sink, off the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rtserve.bundle.schema import Schema
+from rtserve.observability.decisions.record import Decision, DecisionSink, decisions_for
+from rtserve.observability.metrics import Metrics
+from rtserve.observability.prediction import ObservedPrediction
+from rtserve.observability.queueing import BackgroundQueue
+from rtserve.observability.redaction import Redactor
+
+
+class DecisionLogObserver:
+    """Writes a decision per predicted row to ``sink`` from a background thread.
+
+    Args:
+        sink: JSON lines or SQL.
+        schema_of: the schema of a served model version (for PII fields and class names).
+        redactor: hashes or drops PII values in the recorded inputs and the input hash.
+        include_inputs: record the (redacted) inputs, not only their hash.
+        metrics: counts written records, drops and failures.
+    """
+
+    name = "decisions"
+
+    def __init__(
+        self,
+        sink: DecisionSink,
+        schema_of: Callable[[str, str], Schema | None],
+        redactor: Redactor,
+        *,
+        include_inputs: bool = False,
+        metrics: Metrics | None = None,
+        maxsize: int = 2048,
+    ) -> None:
+        self.sink = sink
+        self.redactor = redactor
+        self.include_inputs = include_inputs
+        self._schema_of = schema_of
+        self._schemas: dict[tuple[str, str], Schema | None] = {}
+        self._written = metrics.decisions_written.labels(sink.name) if metrics else None
+        self.queue: BackgroundQueue[ObservedPrediction] = BackgroundQueue(
+            self.name, self._write, metrics=metrics, maxsize=maxsize, batch=64
+        )
+
+    def observe(self, event: ObservedPrediction) -> None:
+        """Queue the event (drops and counts when the queue is full)."""
+        self.queue.put(event)
+
+    def start(self) -> None:
+        """Open the sink and start the thread."""
+        self.sink.open()
+        self.queue.start()
+
+    def close(self) -> None:
+        """Write what is queued, then close the sink."""
+        self.queue.close()
+        self.sink.close()
+
+    def flush(self) -> None:
+        """Wait until every queued event is written (tests, the CLI)."""
+        self.queue.flush()
+
+    def _schema(self, model: str, version: str) -> Schema | None:
+        key = (model, version)
+        if key not in self._schemas:
+            self._schemas[key] = self._schema_of(model, version)
+        return self._schemas[key]
+
+    def _write(self, events: list[ObservedPrediction]) -> None:
+        groups: dict[tuple[str, str], list[ObservedPrediction]] = {}
+        for event in events:
+            groups.setdefault((event.model, event.version), []).append(event)
+        records: list[Decision] = []
+        for (model, version), group in groups.items():
+            records += decisions_for(
+                group,
+                self._schema(model, version),
+                self.redactor,
+                include_inputs=self.include_inputs,
+            )
+        self.sink.write(records)
+        if self._written is not None:
+            self._written.inc(len(records))

@@ -1,0 +1,470 @@
+"""Live drift: each served model's recent traffic compared with its bundle's training profile.
+
+Per feature: the population stability index (PSI) on the profile's quantile bins (numeric) or
+category frequencies (categorical), the change of the missing-value share, the share of values
+never seen in training (categorical) or outside the training range (numeric). For the outputs:
+PSI of the predicted classes (or value bins) and the mean confidence.
+
+Each request is summarised once, on the observer's thread, into small count vectors (bin counts,
+nulls, unseen ...); the window keeps those per request and running totals, so a report costs a few
+vector operations whatever the traffic. The window holds the last ``window_rows`` rows and, when
+``window_seconds`` > 0, nothing older than that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from rtserve.bundle.profile import CategoricalProfile, NumericProfile, OutputProfile, Profile
+from rtserve.bundle.schema import FieldType, Schema
+from rtserve.observability.metrics import Metrics
+from rtserve.observability.prediction import ObservedPrediction
+from rtserve.observability.queueing import BackgroundQueue
+from rtserve.runtimes.base import ModelOutput
+from rtserve.types import AnyArray, Columns
+
+#: Proportions are floored at this before the PSI's logarithm (empty bins would be infinite).
+PSI_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """Scores above these mark a feature (or the outputs) as drifted."""
+
+    psi: float = 0.2
+    null_rate_change: float = 0.1
+    unseen_share: float = 0.05
+    out_of_range_share: float = 0.05
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Window and thresholds of the drift observer."""
+
+    window_rows: int = 5000
+    window_seconds: float = 3600.0
+    min_rows: int = 200
+    refresh_seconds: float = 5.0
+    thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What drift is measured against: a served bundle's schema and training profile."""
+
+    schema: Schema
+    profile: Profile
+    digest: str
+
+
+def psi(expected: AnyArray, counts: AnyArray) -> float:
+    """Population stability index of observed ``counts`` against ``expected`` proportions."""
+    total = float(counts.sum())
+    if total <= 0:
+        return 0.0
+    actual = np.maximum(counts / total, PSI_FLOOR)
+    reference = np.maximum(expected, PSI_FLOOR)
+    return float(np.sum((actual - reference) * np.log(actual / reference)))
+
+
+class _Numeric:
+    """Layout: one count per profile bin, then nulls, then values outside [min, max]."""
+
+    kind = "numeric"
+
+    def __init__(self, profile: NumericProfile) -> None:
+        self.edges = np.asarray(profile.edges, dtype=np.float64)
+        counts = np.asarray(profile.counts, dtype=np.float64)
+        self.expected = counts / counts.sum() if counts.sum() > 0 else None
+        self.bins = len(profile.counts) if self.expected is not None else 0
+        self.low = profile.min if profile.min is not None else -np.inf
+        self.high = profile.max if profile.max is not None else np.inf
+        self.null_rate = profile.null_rate
+        self.size = self.bins + 2
+
+    def summarize(self, values: AnyArray) -> AnyArray:
+        arr = np.asarray(values, dtype=np.float64)
+        nulls = np.isnan(arr)
+        present = arr[~nulls]
+        out = np.zeros(self.size)
+        if self.bins:
+            where = np.searchsorted(self.edges, present, side="right")
+            out[: self.bins] = np.bincount(where, minlength=self.bins)[: self.bins]
+        out[-2] = nulls.sum()
+        out[-1] = np.count_nonzero((present < self.low) | (present > self.high))
+        return out
+
+    def score(self, totals: AnyArray, rows: int) -> dict[str, Any]:
+        present = rows - totals[-2]
+        return {
+            "kind": self.kind,
+            "psi": psi(self.expected, totals[: self.bins])
+            if self.expected is not None and present > 0
+            else None,
+            "null_rate": totals[-2] / rows if rows else 0.0,
+            "reference_null_rate": self.null_rate,
+            "out_of_range_share": totals[-1] / present if present > 0 else 0.0,
+        }
+
+
+class _Categorical:
+    """Layout: one count per profiled category, "other", then nulls, then unseen values."""
+
+    kind = "categorical"
+
+    def __init__(self, profile: CategoricalProfile, *, boolean: bool, allowed: list[Any]) -> None:
+        self.categories = list(profile.frequencies)
+        self.index = {c: i for i, c in enumerate(self.categories)}
+        self.known = set(self.categories) | {str(a) for a in allowed}
+        self.expected = np.asarray([*profile.frequencies.values(), profile.other])
+        self.boolean = boolean
+        self.null_rate = profile.null_rate
+        self.size = len(self.categories) + 3
+
+    def _key(self, value: Any) -> str:
+        return str(bool(value)).lower() if self.boolean else str(value)
+
+    def summarize(self, values: AnyArray) -> AnyArray:
+        out = np.zeros(self.size)
+        other = len(self.categories)
+        for value, n in Counter(values.tolist()).items():
+            if value is None or (isinstance(value, float) and value != value):
+                out[-2] += n
+                continue
+            key = self._key(value)
+            slot = self.index.get(key)
+            if slot is None:
+                out[other] += n
+                if key not in self.known:
+                    out[-1] += n
+            else:
+                out[slot] += n
+        return out
+
+    def score(self, totals: AnyArray, rows: int) -> dict[str, Any]:
+        present = rows - totals[-2]
+        return {
+            "kind": self.kind,
+            "psi": psi(self.expected, totals[:-2]) if present > 0 else None,
+            "null_rate": totals[-2] / rows if rows else 0.0,
+            "reference_null_rate": self.null_rate,
+            "unseen_share": totals[-1] / present if present > 0 else 0.0,
+        }
+
+
+class _Outputs:
+    """Layout: class counts + other | confidence bins + [sum, n] | value bins."""
+
+    def __init__(self, profile: OutputProfile) -> None:
+        self.classes = list(profile.class_frequencies)
+        self.class_index = {c: i for i, c in enumerate(self.classes)}
+        self.class_expected = (
+            np.asarray([*profile.class_frequencies.values(), 0.0]) if self.classes else None
+        )
+        self.confidence = _Numeric(profile.confidence) if profile.confidence else None
+        self.confidence_mean = profile.confidence.mean if profile.confidence else None
+        self.value = _Numeric(profile.value) if profile.value else None
+        self.n_labels = len(self.classes) + 1 if self.classes else 0
+        self.n_conf = self.confidence.bins + 2 if self.confidence else 0
+        self.n_value = self.value.bins if self.value else 0
+        self.size = self.n_labels + self.n_conf + self.n_value
+
+    def summarize(self, output: ModelOutput) -> AnyArray:
+        out = np.zeros(self.size)
+        if self.n_labels and output.label is not None:
+            for label, n in Counter(str(v) for v in output.label.tolist()).items():
+                out[self.class_index.get(label, self.n_labels - 1)] += n
+        if self.confidence is not None and output.probabilities is not None:
+            probabilities = np.asarray(output.probabilities, dtype=np.float64)
+            if probabilities.ndim == 2 and probabilities.size:
+                top = probabilities.max(axis=1)
+                start = self.n_labels
+                bins = self.confidence.summarize(top)[: self.confidence.bins]
+                out[start : start + self.confidence.bins] = bins
+                out[start + self.confidence.bins] = float(top.sum())
+                out[start + self.confidence.bins + 1] = top.size
+        if self.value is not None and output.value is not None:
+            values = np.asarray(output.value, dtype=np.float64).reshape(len(output), -1)[:, 0]
+            start = self.n_labels + self.n_conf
+            out[start:] = self.value.summarize(values)[: self.value.bins]
+        return out
+
+    def score(self, totals: AnyArray) -> dict[str, Any]:
+        result: dict[str, Any] = {"psi": None, "mean_confidence": None}
+        if self.class_expected is not None and totals[: self.n_labels].sum() > 0:
+            result["psi"] = psi(self.class_expected, totals[: self.n_labels])
+        if self.confidence is not None and self.confidence.expected is not None:
+            start = self.n_labels
+            conf = totals[start : start + self.n_conf]
+            n = conf[-1]
+            if n > 0:
+                result["mean_confidence"] = conf[-2] / n
+                result["confidence_psi"] = psi(
+                    self.confidence.expected, conf[: self.confidence.bins]
+                )
+            result["reference_mean_confidence"] = self.confidence_mean
+        if self.value is not None and self.value.expected is not None:
+            values = totals[self.n_labels + self.n_conf :]
+            if values.sum() > 0:
+                result["psi"] = psi(self.value.expected, values)
+        return result
+
+
+@dataclass
+class _Chunk:
+    time: float
+    rows: int
+    features: dict[str, AnyArray]
+    outputs: AnyArray
+
+
+class DriftMonitor:
+    """The sliding window of one model version and its scores against the training profile."""
+
+    def __init__(self, name: str, version: str, reference: Reference, config: DriftConfig) -> None:
+        self.name, self.version, self.digest = name, version, reference.digest
+        self.config = config
+        self.reference_rows = reference.profile.rows
+        self.features: dict[str, _Numeric | _Categorical] = {}
+        for spec in reference.schema.inputs:
+            profile = reference.profile.features.get(spec.name)
+            if isinstance(profile, NumericProfile):
+                self.features[spec.name] = _Numeric(profile)
+            elif isinstance(profile, CategoricalProfile):
+                self.features[spec.name] = _Categorical(
+                    profile, boolean=spec.type is FieldType.BOOL, allowed=list(spec.allowed or [])
+                )
+        self.outputs = _Outputs(reference.profile.outputs)
+        self._chunks: deque[_Chunk] = deque()
+        self._totals = {name: np.zeros(f.size) for name, f in self.features.items()}
+        self._output_totals = np.zeros(self.outputs.size)
+        self._rows = 0
+        self._lock = threading.Lock()
+
+    def add(self, columns: Columns, output: ModelOutput, when: float) -> None:
+        """Summarise one request's rows into the window (on the observer's thread)."""
+        rows = len(output) or len(next(iter(columns.values())))
+        parts = {
+            name: feature.summarize(columns[name])
+            for name, feature in self.features.items()
+            if name in columns
+        }
+        chunk = _Chunk(when, rows, parts, self.outputs.summarize(output))
+        with self._lock:
+            self._chunks.append(chunk)
+            for name, part in parts.items():
+                self._totals[name] += part
+            self._output_totals += chunk.outputs
+            self._rows += rows
+            self._evict(when)
+
+    def _evict(self, now: float) -> None:
+        horizon = now - self.config.window_seconds if self.config.window_seconds > 0 else None
+        while self._chunks:
+            oldest = self._chunks[0]
+            too_many = self._rows - oldest.rows >= self.config.window_rows
+            too_old = horizon is not None and oldest.time < horizon
+            if not (too_many or too_old):
+                break
+            self._chunks.popleft()
+            for name, part in oldest.features.items():
+                self._totals[name] -= part
+            self._output_totals -= oldest.outputs
+            self._rows -= oldest.rows
+
+    def report(self, now: float | None = None) -> dict[str, Any]:
+        """Scores per feature and for the outputs, thresholds, window and reference (JSON-ready)."""
+        t = self.config.thresholds
+        with self._lock:
+            self._evict(now if now is not None else time.time())
+            rows = self._rows
+            totals = {name: vec.copy() for name, vec in self._totals.items()}
+            output_totals = self._output_totals.copy()
+            oldest = self._chunks[0].time if self._chunks else None
+            newest = self._chunks[-1].time if self._chunks else None
+        enough = rows >= self.config.min_rows
+        features: dict[str, dict[str, Any]] = {}
+        for name, feature in self.features.items():
+            score = feature.score(totals[name], rows)
+            score["null_rate_change"] = score["null_rate"] - score["reference_null_rate"]
+            reasons = []
+            if score["psi"] is not None and score["psi"] > t.psi:
+                reasons.append("psi")
+            if abs(score["null_rate_change"]) > t.null_rate_change:
+                reasons.append("null_rate_change")
+            if score.get("unseen_share", 0.0) > t.unseen_share:
+                reasons.append("unseen_share")
+            if score.get("out_of_range_share", 0.0) > t.out_of_range_share:
+                reasons.append("out_of_range_share")
+            score["drifted"] = enough and bool(reasons)
+            score["reasons"] = reasons if enough else []
+            features[name] = _rounded(score)
+        outputs = self.outputs.score(output_totals)
+        outputs["drifted"] = enough and outputs["psi"] is not None and outputs["psi"] > t.psi
+        drifted = sorted(name for name, s in features.items() if s["drifted"])
+        status = "insufficient_data" if not enough else ("drift" if drifted else "ok")
+        return {
+            "model": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "status": status,
+            "drifted_features": drifted,
+            "window": {
+                "rows": rows,
+                "max_rows": self.config.window_rows,
+                "max_seconds": self.config.window_seconds or None,
+                "min_rows": self.config.min_rows,
+                "oldest": _iso(oldest),
+                "newest": _iso(newest),
+            },
+            "reference": {"source": "bundle profile", "rows": self.reference_rows},
+            "thresholds": {
+                "psi": t.psi,
+                "null_rate_change": t.null_rate_change,
+                "unseen_share": t.unseen_share,
+                "out_of_range_share": t.out_of_range_share,
+            },
+            "features": features,
+            "outputs": _rounded(outputs),
+        }
+
+
+#: model, version, accepted (epoch seconds), validated columns, outputs
+_Seen = tuple[str, str, float, Columns, ModelOutput]
+
+
+class DriftObserver:
+    """Feeds each model version's window off the hot path and keeps the drift gauges current.
+
+    Args:
+        lookup: the reference (schema + profile) of a served model version, or None when it has
+            no profile; called once per version, on the observer's thread.
+        config: window and thresholds.
+        metrics: where the gauges are; None to keep scores only for the JSON report.
+    """
+
+    name = "drift"
+
+    def __init__(
+        self,
+        lookup: Callable[[str, str], Reference | None],
+        config: DriftConfig,
+        metrics: Metrics | None = None,
+        *,
+        maxsize: int = 10_000,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._lookup = lookup
+        self._monitors: dict[tuple[str, str], DriftMonitor | None] = {}
+        self._lock = threading.Lock()
+        self.queue: BackgroundQueue[_Seen] = BackgroundQueue(
+            self.name,
+            self._add,
+            metrics=metrics,
+            maxsize=maxsize,
+            tick=self.refresh_gauges,
+            tick_seconds=config.refresh_seconds,
+        )
+
+    def observe(self, event: ObservedPrediction) -> None:
+        """Queue the event's columns and outputs (drops and counts when full)."""
+        self.queue.put((event.model, event.version, event.time, event.columns, event.output))
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self.queue.start()
+
+    def close(self) -> None:
+        """Take in what is queued and stop."""
+        self.queue.close()
+
+    def monitor(self, model: str, version: str) -> DriftMonitor | None:
+        """The window of one model version (created from its reference on first use)."""
+        key = (model, version)
+        with self._lock:
+            if key in self._monitors:
+                return self._monitors[key]
+        reference = self._lookup(model, version)
+        created = DriftMonitor(model, version, reference, self.config) if reference else None
+        with self._lock:
+            return self._monitors.setdefault(key, created)
+
+    def report(self, model: str, version: str) -> dict[str, Any] | None:
+        """The JSON drift report of one model version; None when it has no profile."""
+        monitor = self.monitor(model, version)
+        return monitor.report() if monitor is not None else None
+
+    def _add(self, batch: list[_Seen]) -> None:
+        """Summarise a drained batch: one window chunk per model version, not per request."""
+        groups: dict[tuple[str, str], list[_Seen]] = {}
+        for seen in batch:
+            groups.setdefault((seen[0], seen[1]), []).append(seen)
+        for (model, version), events in groups.items():
+            monitor = self.monitor(model, version)
+            if monitor is None:
+                continue
+            if len(events) == 1:
+                monitor.add(events[0][3], events[0][4], events[0][2])
+                continue
+            columns = {name: np.concatenate([e[3][name] for e in events]) for name in events[0][3]}
+            monitor.add(columns, _concat_outputs([e[4] for e in events]), events[-1][2])
+
+    def refresh_gauges(self) -> None:
+        """Recompute every window's scores into the drift gauges."""
+        m = self.metrics
+        if m is None:
+            return
+        with self._lock:
+            monitors = [mon for mon in self._monitors.values() if mon is not None]
+        for monitor in monitors:
+            report = monitor.report()
+            key = (monitor.name, monitor.version)
+            m.drift_window_rows.labels(*key).set(report["window"]["rows"])
+            if report["status"] == "insufficient_data":
+                continue
+            for feature, score in report["features"].items():
+                if score["psi"] is not None:
+                    m.drift_psi.labels(*key, feature).set(score["psi"])
+                m.drift_null_change.labels(*key, feature).set(abs(score["null_rate_change"]))
+                if "unseen_share" in score:
+                    m.drift_unseen.labels(*key, feature).set(score["unseen_share"])
+                if "out_of_range_share" in score:
+                    m.drift_out_of_range.labels(*key, feature).set(score["out_of_range_share"])
+            m.drifted_features.labels(*key).set(len(report["drifted_features"]))
+            outputs = report["outputs"]
+            if outputs["psi"] is not None:
+                m.prediction_psi.labels(*key).set(outputs["psi"])
+            if outputs.get("mean_confidence") is not None:
+                m.mean_confidence.labels(*key).set(outputs["mean_confidence"])
+
+
+def _concat_outputs(outputs: list[ModelOutput]) -> ModelOutput:
+    def join(parts: list[AnyArray | None]) -> AnyArray | None:
+        present = [p for p in parts if p is not None]
+        return np.concatenate(present) if present and len(present) == len(parts) else None
+
+    return ModelOutput(
+        label=join([o.label for o in outputs]),
+        probabilities=join([o.probabilities for o in outputs]),
+        value=join([o.value for o in outputs]),
+    )
+
+
+def _rounded(scores: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: round(float(v), 6) if isinstance(v, (float, np.floating)) else v
+        for k, v in scores.items()
+    }
+
+
+def _iso(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch is not None else None

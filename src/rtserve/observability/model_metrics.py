@@ -1,0 +1,72 @@
+"""The metrics observer: model-level metrics (model latency, queue wait, batch size) from events."""
+
+from __future__ import annotations
+
+from prometheus_client import Histogram
+
+from rtserve.observability.metrics import Metrics
+from rtserve.observability.prediction import ObservedPrediction
+from rtserve.observability.queueing import BackgroundQueue
+
+#: model, version, rows, queue seconds, predict seconds, batch rows, fallback
+_Sample = tuple[str, str, int, float, float, int, bool]
+
+
+class MetricsObserver:
+    """Records each prediction event's timings off the hot path (an ``Observer``)."""
+
+    name = "metrics"
+
+    def __init__(self, metrics: Metrics, *, maxsize: int = 10_000) -> None:
+        self.metrics = metrics
+        self._children: dict[tuple[str, str], tuple[Histogram, Histogram, Histogram]] = {}
+        self.queue: BackgroundQueue[_Sample] = BackgroundQueue(
+            self.name, self._record, metrics=metrics, maxsize=maxsize
+        )
+
+    def observe(self, event: ObservedPrediction) -> None:
+        """Queue the event's numbers (drops and counts when the queue is full)."""
+        b = event.batch
+        self.queue.put(
+            (
+                event.model,
+                event.version,
+                event.rows,
+                b.queue_seconds,
+                b.predict_seconds,
+                b.batch_rows,
+                event.fallback,
+            )
+        )
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self.queue.start()
+
+    def close(self) -> None:
+        """Record what is queued and stop."""
+        self.queue.close()
+
+    def _record(self, samples: list[_Sample]) -> None:
+        m = self.metrics
+        rows: dict[tuple[str, str], int] = {}
+        fallbacks: dict[tuple[str, str], int] = {}
+        for model, version, n_rows, queue_s, predict_s, batch_rows, fallback in samples:
+            key = (model, version)
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    m.model_seconds.labels(*key),
+                    m.queue_seconds.labels(*key),
+                    m.batch_rows.labels(*key),
+                )
+            children[0].observe(predict_s)
+            children[1].observe(queue_s)
+            children[2].observe(batch_rows)
+            rows[key] = rows.get(key, 0) + n_rows
+            if fallback:
+                fallbacks[key] = fallbacks.get(key, 0) + 1
+        for key, count in rows.items():
+            m.predictions.labels(*key).inc(count)
+        for key, count in fallbacks.items():
+            m.fallbacks.labels(*key).inc(count)
