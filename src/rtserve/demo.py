@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 
 COUNTRIES = ["DE", "FR", "GB", "US", "NL", "ES", "IT", "PL", "SE", "BR"]
-MERCHANT_CATEGORIES = ["grocery", "electronics", "travel", "fuel", "restaurant", "gaming", "fashion"]
+MERCHANT_CATEGORIES = [
+    "grocery",
+    "electronics",
+    "travel",
+    "fuel",
+    "restaurant",
+    "gaming",
+    "fashion",
+]
 CHANNELS = ["pos", "web", "app"]
 DEMO_NAME = "card-fraud"
 DEMO_VERSION = "1"
@@ -25,7 +33,9 @@ def card_transactions(n: int = 20_000, seed: int = 7) -> tuple[pd.DataFrame, pd.
     amount = np.round(rng.lognormal(mean=3.6, sigma=1.1, size=n), 2)
     hour = rng.integers(0, 24, size=n)
     account_age_days = rng.integers(0, 3650, size=n)
-    home = rng.choice(COUNTRIES, size=n, p=[0.3, 0.15, 0.12, 0.12, 0.08, 0.07, 0.06, 0.04, 0.03, 0.03])
+    home = rng.choice(
+        COUNTRIES, size=n, p=[0.3, 0.15, 0.12, 0.12, 0.08, 0.07, 0.06, 0.04, 0.03, 0.03]
+    )
     abroad = rng.random(n) < 0.12
     country = np.where(abroad, rng.choice(COUNTRIES, size=n), home)
     category = rng.choice(MERCHANT_CATEGORIES, size=n, p=[0.3, 0.12, 0.08, 0.15, 0.2, 0.05, 0.1])

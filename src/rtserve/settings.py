@@ -58,7 +58,8 @@ class AuthSettings(BaseModel):
     jwt_issuer: str = Field(default="", description="Required 'iss' of bearer tokens.")
     jwt_audience: str = Field(default="", description="Required 'aud' of bearer tokens.")
     jwt_roles_claim: str = Field(
-        default="roles", description="Claim holding the roles (a list, or a space-separated string)."
+        default="roles",
+        description="Claim holding the roles (a list, or a space-separated string).",
     )
     jwt_leeway_s: float = Field(default=0.0, ge=0, description="Clock skew allowed on 'exp'.")
 
@@ -125,7 +126,9 @@ class BreakerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    consecutive_failures: int = Field(default=5, ge=1, description="Failures in a row that open it.")
+    consecutive_failures: int = Field(
+        default=5, ge=1, description="Failures in a row that open it."
+    )
     error_rate: float = Field(
         default=0.5, gt=0, le=1, description="Share of failed calls in the window that opens it."
     )
@@ -235,7 +238,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0 picks a free one).")
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes on one port.")
     trust_pickle: bool = Field(
-        default=False, description="Allow pickle artifacts whose digest is pinned in pinned_digests."
+        default=False,
+        description="Allow pickle artifacts whose digest is pinned in pinned_digests.",
     )
     pinned_digests: dict[str, str] = Field(
         default_factory=dict,
@@ -360,7 +364,11 @@ class Settings(BaseSettings):
             settings_cls = type(
                 cls.__name__,
                 (cls,),
-                {"model_config": SettingsConfigDict(**{**cls.model_config, "yaml_file": config_file})},
+                {
+                    "model_config": SettingsConfigDict(
+                        **{**cls.model_config, "yaml_file": config_file}
+                    )
+                },
             )
         try:
             return settings_cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -51,7 +51,17 @@ def start_server(args: list[str], log: Path, timeout: float = 90.0) -> ServerPro
     port = free_port()
     with log.open("wb") as handle:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "rtserve", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "rtserve",
+                "serve",
+                *args,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -81,14 +91,16 @@ def e2e_bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     fraud = fraud_pipeline().set_params(model__max_iter=10).fit(X, y)
     rtserve.build(fraud, X, name="fraud", version="1").save(root / "fraud-1")
     rng = np.random.default_rng(0)
-    D = pd.DataFrame(rng.normal(size=(300, 3)), columns=["a", "b", "c"])
-    dense = LogisticRegression().fit(D, (D.a > 0).astype(int))
-    rtserve.build(dense, D, name="dense", version="1").save(root / "dense-1.tar.gz")
+    X_dense = pd.DataFrame(rng.normal(size=(300, 3)), columns=["a", "b", "c"])
+    dense = LogisticRegression().fit(X_dense, (X_dense.a > 0).astype(int))
+    rtserve.build(dense, X_dense, name="dense", version="1").save(root / "dense-1.tar.gz")
     return root / "fraud-1", root / "dense-1.tar.gz"
 
 
 @pytest.fixture(scope="module")
-def server(e2e_bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    e2e_bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """One real server process serving both bundles."""
     log = tmp_path_factory.mktemp("logs") / "server.log"
     running = start_server([str(p) for p in e2e_bundles], log)

@@ -46,7 +46,9 @@ def test_tritonclient_infers_a_numeric_model(
         triton.InferRequestedOutput("probabilities", binary_data=binary),
     ]
     result = client.infer("dense", [tensor], outputs=outputs)
-    expected = rtserve.load(e2e_bundles[1]).predict({"a": data[:, 0], "b": data[:, 1], "c": data[:, 2]})
+    expected = rtserve.load(e2e_bundles[1]).predict(
+        {"a": data[:, 0], "b": data[:, 1], "c": data[:, 2]}
+    )
     np.testing.assert_array_equal(result.as_numpy("label"), expected.label)
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected.probabilities, atol=1e-12)
 
@@ -99,7 +101,9 @@ def test_two_workers_both_answer(e2e_bundles: tuple[Path, Path], tmp_path: Path)
         for i in range(60):
             # a fresh connection each time so the kernel spreads them over both workers
             response = httpx.post(
-                f"{running.url}/v1/models/dense:predict", json=body, headers={"X-Request-ID": f"w-{i}"}
+                f"{running.url}/v1/models/dense:predict",
+                json=body,
+                headers={"X-Request-ID": f"w-{i}"},
             )
             assert response.status_code == 200
         import json

@@ -24,7 +24,9 @@ def cards() -> tuple[pd.DataFrame, pd.Series]:
 
 
 @pytest.fixture(scope="session")
-def fraud_bundle(tmp_path_factory: pytest.TempPathFactory, cards: tuple[pd.DataFrame, pd.Series]) -> Path:
+def fraud_bundle(
+    tmp_path_factory: pytest.TempPathFactory, cards: tuple[pd.DataFrame, pd.Series]
+) -> Path:
     """A mixed-type scikit-learn pipeline bundle named ``fraud``, version ``1``."""
     X, y = cards
     model = fraud_pipeline().set_params(model__max_iter=15).fit(X, y)
@@ -55,13 +57,17 @@ def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
         if client.get("/v2/health/ready").status_code == 200:
             return
         time.sleep(0.05)
-    raise AssertionError(f"server not ready after {timeout}s: {client.get('/v1/models/fraud').text}")
+    raise AssertionError(
+        f"server not ready after {timeout}s: {client.get('/v1/models/fraud').text}"
+    )
 
 
 @pytest.fixture(scope="module")
 def client(fraud_bundle: Path, dense_bundle: Path) -> Iterator[TestClient]:
     """The app serving both bundles, ready."""
-    settings = Settings.load(bundles=[str(fraud_bundle), str(dense_bundle)], max_body_bytes=64 * 1024)
+    settings = Settings.load(
+        bundles=[str(fraud_bundle), str(dense_bundle)], max_body_bytes=64 * 1024
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         wait_ready(test_client)
         yield test_client

@@ -31,10 +31,15 @@ def test_a_bundle_that_fails_warm_up_never_becomes_ready(
     fraud_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken = _bundle_with_wrong_recorded_outputs(fraud_bundle, tmp_path / "fraud-broken")
-    with TestClient(create_app(Settings.load(bundles=[str(broken)])), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(Settings.load(bundles=[str(broken)])), raise_server_exceptions=False
+    ) as client:
         for _ in range(400):
             response = client.get("/v1/models/fraud")  # 404 until the bundle is opened
-            if response.status_code == 200 and response.json()["state"] not in ("loading", "warming"):
+            if response.status_code == 200 and response.json()["state"] not in (
+                "loading",
+                "warming",
+            ):
                 break
             time.sleep(0.05)
         description = client.get("/v1/models/fraud").json()

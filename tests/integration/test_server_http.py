@@ -22,7 +22,12 @@ def v2_inputs(frame: pd.DataFrame, predictor: rtserve.Predictor) -> list[dict[st
     for spec in predictor.schema.inputs:
         values = frame[spec.name].tolist()
         inputs.append(
-            {"name": spec.name, "shape": [len(values)], "datatype": V2_TYPE[spec.type.value], "data": values}
+            {
+                "name": spec.name,
+                "shape": [len(values)],
+                "datatype": V2_TYPE[spec.type.value],
+                "data": values,
+            }
         )
     return inputs
 
@@ -75,7 +80,9 @@ class TestMetadata:
         assert body["versions"] == ["1"]
         assert [i["name"] for i in body["inputs"]] == fraud.schema.field_names
         types = {i["name"]: i["datatype"] for i in body["inputs"]}
-        assert types["amount"] == "FP64" and types["hour"] == "INT64" and types["country"] == "BYTES"
+        assert types["amount"] == "FP64"
+        assert types["hour"] == "INT64"
+        assert types["country"] == "BYTES"
         outputs = {o["name"]: o for o in body["outputs"]}
         assert outputs["label"]["datatype"] == "INT64"
         assert outputs["probabilities"]["shape"] == [-1, 2]
@@ -113,11 +120,15 @@ class TestInferV2:
         )
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["model_name"] == "fraud" and body["model_version"] == "1" and body["id"] == "r1"
+        assert body["model_name"] == "fraud"
+        assert body["model_version"] == "1"
+        assert body["id"] == "r1"
         outputs = {o["name"]: o for o in body["outputs"]}
         expected = fraud.predict(complete_rows)
         assert outputs["label"]["data"] == expected.label.tolist()
-        proba = np.array(outputs["probabilities"]["data"]).reshape(outputs["probabilities"]["shape"])
+        proba = np.array(outputs["probabilities"]["data"]).reshape(
+            outputs["probabilities"]["shape"]
+        )
         np.testing.assert_allclose(proba, expected.probabilities, rtol=0, atol=1e-12)
 
     def test_named_outputs_are_the_only_ones_returned(
@@ -125,7 +136,10 @@ class TestInferV2:
     ) -> None:
         response = client.post(
             "/v2/models/fraud/versions/1/infer",
-            json={"inputs": v2_inputs(complete_rows.head(1), fraud), "outputs": [{"name": "label"}]},
+            json={
+                "inputs": v2_inputs(complete_rows.head(1), fraud),
+                "outputs": [{"name": "label"}],
+            },
         )
         assert [o["name"] for o in response.json()["outputs"]] == ["label"]
 
@@ -135,7 +149,16 @@ class TestInferV2:
         rows = np.random.default_rng(1).normal(size=(5, 4))
         response = client.post(
             "/v2/models/dense/infer",
-            json={"inputs": [{"name": "input", "shape": [5, 4], "datatype": "FP64", "data": rows.ravel().tolist()}]},
+            json={
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [5, 4],
+                        "datatype": "FP64",
+                        "data": rows.ravel().tolist(),
+                    }
+                ]
+            },
         )
         assert response.status_code == 200, response.text
         outputs = {o["name"]: o for o in response.json()["outputs"]}
@@ -186,12 +209,16 @@ class TestErrors:
 
     def test_malformed_json_is_400(self, client: TestClient) -> None:
         for path in ("/v1/models/fraud:predict", "/v2/models/fraud/infer"):
-            response = client.post(path, content=b"{not json", headers={"Content-Type": "application/json"})
+            response = client.post(
+                path, content=b"{not json", headers={"Content-Type": "application/json"}
+            )
             assert response.status_code == 400
             assert response.json()["code"] == "malformed_request"
 
     def test_unknown_model_and_version_are_404(self, client: TestClient) -> None:
-        self._error(client.post("/v1/models/nope:predict", json={"instances": [{}]}), 404, "not_found")
+        self._error(
+            client.post("/v1/models/nope:predict", json={"instances": [{}]}), 404, "not_found"
+        )
         self._error(client.get("/v2/models/fraud/versions/9"), 404, "not_found")
         self._error(client.get("/no/such/route"), 404, "not_found")
 
@@ -209,11 +236,18 @@ class TestErrors:
         record = {**example_record(), "amount": -5.0, "hour": "late", "colour": "red"}
         del record["country"]
         body = self._error(
-            client.post("/v1/models/fraud:predict", json={"instances": [record]}), 422, "validation_failed"
+            client.post("/v1/models/fraud:predict", json={"instances": [record]}),
+            422,
+            "validation_failed",
         )
         assert set(body["fields"]) == {"amount", "hour", "colour", "country"}
         rules = {v["field"]: v["rule"] for v in body["violations"]}
-        assert rules == {"amount": "minimum", "hour": "type", "colour": "unknown_field", "country": "required"}
+        assert rules == {
+            "amount": "minimum",
+            "hour": "type",
+            "colour": "unknown_field",
+            "country": "required",
+        }
         assert body["field"] in body["fields"]
 
     def test_v2_schema_violations_are_422(
@@ -223,7 +257,9 @@ class TestErrors:
         for tensor in inputs:
             if tensor["name"] == "amount":
                 tensor["data"] = [-1.0, 3.0]
-        body = self._error(client.post("/v2/models/fraud/infer", json={"inputs": inputs}), 422, "validation_failed")
+        body = self._error(
+            client.post("/v2/models/fraud/infer", json={"inputs": inputs}), 422, "validation_failed"
+        )
         assert body["field"] == "amount"
 
     def test_wrong_method_is_a_json_405(self, client: TestClient) -> None:

@@ -15,7 +15,9 @@ def serve(
         list[Path] | None,
         typer.Argument(help="Bundle directories or .tar.gz archives (default: RTSERVE_BUNDLES)."),
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Interface to bind [default: 127.0.0.1].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind [default: 127.0.0.1].")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="TCP port [default: 8080].")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Worker processes, each with its own models [default: 1].")

@@ -54,7 +54,8 @@ def concat_columns(parts: list[Columns]) -> Columns:
     for name in parts[0]:
         arrays = [part[name] for part in parts]
         kinds = {a.dtype.kind for a in arrays}
-        if "O" in kinds or len({a.dtype for a in arrays}) > 1 and not kinds <= {"f", "i", "u"}:
+        mixed_non_numeric = len({a.dtype for a in arrays}) > 1 and not kinds <= {"f", "i", "u"}
+        if "O" in kinds or mixed_non_numeric:
             out[name] = np.concatenate([a.astype(object) for a in arrays])
         else:
             out[name] = np.concatenate(arrays)
@@ -86,6 +87,7 @@ class AdaptiveBatcher:
         self.max_wait = max_wait
         self.concurrency = concurrency
         self._queue: deque[_Pending] = deque()
+        self._drains: set[asyncio.Task[None]] = set()
         self._running = 0
         self._started: dict[int, float] = {}  # running batch -> when its predict started
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"rt-{name}")
@@ -140,7 +142,9 @@ class AdaptiveBatcher:
         self._queue.append(pending)
         if self._running < self.concurrency:
             self._running += 1
-            loop.create_task(self._drain())
+            drain = loop.create_task(self._drain())
+            self._drains.add(drain)  # a reference keeps the task from being garbage-collected
+            drain.add_done_callback(self._drains.discard)
         return await pending.future
 
     def _predict_inline(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:

@@ -207,7 +207,6 @@ class DataPlane:
         )
         return Reply(payload, {FALLBACK_HEADER: fallback} if fallback else {})
 
-
     async def _predict(
         self,
         served: ServedModel,

@@ -45,6 +45,7 @@ class ServedModel:
 
     @property
     def ready(self) -> bool:
+        """Whether this version answers requests now."""
         return self.state is ModelState.READY
 
     def require_ready(self) -> tuple[Predictor, AdaptiveBatcher]:
@@ -225,10 +226,7 @@ class ModelManager:
         """True when every bundle has loaded, none is broken, and every model is READY."""
         models = self.all()
         return (
-            self.pending == 0
-            and not self.broken
-            and bool(models)
-            and all(m.ready for m in models)
+            self.pending == 0 and not self.broken and bool(models) and all(m.ready for m in models)
         )
 
     def close(self) -> None:

@@ -140,6 +140,4 @@ async def index(request: Request) -> Response:
         f"<li><a href='/v1/models/{m.name}'>{m.name}:{m.version}</a> — {m.state.value}</li>"
         for m in _plane(request).manager.all()
     )
-    return HTMLResponse(
-        f"<h1>rtserve</h1><p><a href='/docs'>API docs</a></p><ul>{models}</ul>"
-    )
+    return HTMLResponse(f"<h1>rtserve</h1><p><a href='/docs'>API docs</a></p><ul>{models}</ul>")

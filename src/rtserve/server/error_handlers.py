@@ -79,13 +79,17 @@ def json_error(status: int, body: dict[str, object], request: Request | None = N
     if request_id:
         body = {**body, "request_id": request_id}
     return Response(
-        msgspec.json.encode(body), status_code=status, media_type="application/json", headers=headers
+        msgspec.json.encode(body),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
     )
 
 
 async def handle_rtserve_error(request: Request, exc: Exception) -> Response:
     """RtserveError -> its status and ``{"error", "code", "field"}`` body."""
-    assert isinstance(exc, RtserveError)
+    if not isinstance(exc, RtserveError):  # registered for RtserveError only
+        return await handle_unexpected(request, exc)
     status = status_for(exc)
     if status >= 500 and not isinstance(exc, (UnavailableError, DeadlineExceededError)):
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
@@ -112,7 +116,8 @@ def _guard_headers(exc: RtserveError) -> dict[str, str]:
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     """Routing errors (unknown path, wrong method) in the same JSON shape."""
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        return await handle_unexpected(request, exc)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code
     if exc.status_code == 404:
@@ -127,7 +132,9 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """Anything else: log the traceback, tell the client nothing internal."""
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return json_error(
-        500, {"error": "internal server error; see the server log", "code": "internal_error"}, request
+        500,
+        {"error": "internal server error; see the server log", "code": "internal_error"},
+        request,
     )
 
 

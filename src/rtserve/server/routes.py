@@ -33,24 +33,96 @@ _M = "/v2/models/{name}"
 _MV = "/v2/models/{name}/versions/{version}"
 
 ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("GET", "/v2/health/live", endpoints.live, "v2_live", "public", "Server live", "health"),
-    RouteSpec("GET", "/v2/health/ready", endpoints.ready, "v2_ready", "public", "Server ready", "health"),
+    RouteSpec(
+        "GET", "/v2/health/live", endpoints.live, "v2_live", "public", "Server live", "health"
+    ),
+    RouteSpec(
+        "GET", "/v2/health/ready", endpoints.ready, "v2_ready", "public", "Server ready", "health"
+    ),
     RouteSpec("GET", "/healthz", endpoints.live, "healthz", "public", "Liveness alias", "health"),
     RouteSpec("GET", "/readyz", endpoints.ready, "readyz", "public", "Readiness alias", "health"),
-    RouteSpec("GET", "/v2", endpoints.server_metadata, "v2_metadata", "read", "Server metadata", "v2"),
-    RouteSpec("GET", "/v2/", endpoints.server_metadata, "v2_metadata_slash", "read", "Server metadata", "v2"),
+    RouteSpec(
+        "GET", "/v2", endpoints.server_metadata, "v2_metadata", "read", "Server metadata", "v2"
+    ),
+    RouteSpec(
+        "GET",
+        "/v2/",
+        endpoints.server_metadata,
+        "v2_metadata_slash",
+        "read",
+        "Server metadata",
+        "v2",
+    ),
     RouteSpec("GET", _M, endpoints.model_metadata, "v2_model", "read", "Model metadata", "v2"),
-    RouteSpec("GET", _MV, endpoints.model_metadata, "v2_model_version", "read", "Model metadata", "v2"),
-    RouteSpec("GET", f"{_M}/ready", endpoints.model_ready, "v2_model_ready", "read", "Model ready", "v2"),
-    RouteSpec("GET", f"{_MV}/ready", endpoints.model_ready, "v2_model_version_ready", "read", "Model ready", "v2"),
+    RouteSpec(
+        "GET", _MV, endpoints.model_metadata, "v2_model_version", "read", "Model metadata", "v2"
+    ),
+    RouteSpec(
+        "GET", f"{_M}/ready", endpoints.model_ready, "v2_model_ready", "read", "Model ready", "v2"
+    ),
+    RouteSpec(
+        "GET",
+        f"{_MV}/ready",
+        endpoints.model_ready,
+        "v2_model_version_ready",
+        "read",
+        "Model ready",
+        "v2",
+    ),
     RouteSpec("POST", f"{_M}/infer", endpoints.infer, "v2_infer", "predict", "Inference", "v2"),
-    RouteSpec("POST", f"{_MV}/infer", endpoints.infer, "v2_infer_version", "predict", "Inference", "v2"),
-    RouteSpec("POST", "/v1/models/{name}:predict", endpoints.predict, "v1_predict", "predict", "Predict records", "records"),
-    RouteSpec("POST", "/v1/models/{name}/versions/{version}:predict", endpoints.predict, "v1_predict_version", "predict", "Predict records", "records"),
-    RouteSpec("GET", "/v1/models/{name}", endpoints.model_description, "v1_model", "read", "Model description", "records"),
-    RouteSpec("GET", "/v1/models/{name}/versions/{version}", endpoints.model_description, "v1_model_version", "read", "Model description", "records"),
-    RouteSpec("GET", "/metrics", observe.metrics, "metrics", "read", "Prometheus metrics", "observe"),
-    RouteSpec("GET", "/v1/models/{name}/drift", observe.drift, "v1_drift", "read", "Live drift", "observe"),
-    RouteSpec("GET", "/v1/models/{name}/versions/{version}/drift", observe.drift, "v1_drift_version", "read", "Live drift", "observe"),
+    RouteSpec(
+        "POST", f"{_MV}/infer", endpoints.infer, "v2_infer_version", "predict", "Inference", "v2"
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/models/{name}:predict",
+        endpoints.predict,
+        "v1_predict",
+        "predict",
+        "Predict records",
+        "records",
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/models/{name}/versions/{version}:predict",
+        endpoints.predict,
+        "v1_predict_version",
+        "predict",
+        "Predict records",
+        "records",
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/models/{name}",
+        endpoints.model_description,
+        "v1_model",
+        "read",
+        "Model description",
+        "records",
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/models/{name}/versions/{version}",
+        endpoints.model_description,
+        "v1_model_version",
+        "read",
+        "Model description",
+        "records",
+    ),
+    RouteSpec(
+        "GET", "/metrics", observe.metrics, "metrics", "read", "Prometheus metrics", "observe"
+    ),
+    RouteSpec(
+        "GET", "/v1/models/{name}/drift", observe.drift, "v1_drift", "read", "Live drift", "observe"
+    ),
+    RouteSpec(
+        "GET",
+        "/v1/models/{name}/versions/{version}/drift",
+        observe.drift,
+        "v1_drift_version",
+        "read",
+        "Live drift",
+        "observe",
+    ),
     RouteSpec("GET", "/", endpoints.index, "index", "public", "Landing page", "docs"),
 )
