@@ -238,14 +238,17 @@ def _float_fast(spec: FieldSpec) -> _Fast:
     return fast
 
 
+def _enforced_allowed(spec: FieldSpec) -> frozenset[Any] | None:
+    """The allowed values when unseen ones are rejected; None when anything passes."""
+    if spec.allowed is not None and spec.unseen is UnseenPolicy.REJECT:
+        return frozenset(spec.allowed)
+    return None
+
+
 def _int_fast(spec: FieldSpec) -> _Fast:
     low = max(_INT64_MIN, -np.inf if spec.minimum is None else spec.minimum)
     high = min(_INT64_MAX, np.inf if spec.maximum is None else spec.maximum)
-    allowed = (
-        frozenset(spec.allowed)
-        if spec.allowed is not None and spec.unseen is UnseenPolicy.REJECT
-        else None
-    )
+    allowed = _enforced_allowed(spec)
 
     def fast(values: Sequence[Any]) -> AnyArray | None:
         for v in values:
@@ -259,11 +262,7 @@ def _int_fast(spec: FieldSpec) -> _Fast:
 
 
 def _string_fast(spec: FieldSpec) -> _Fast:
-    allowed = (
-        frozenset(spec.allowed)
-        if spec.allowed is not None and spec.unseen is UnseenPolicy.REJECT
-        else None
-    )
+    allowed = _enforced_allowed(spec)
 
     def fast(values: Sequence[Any]) -> AnyArray | None:
         for v in values:
