@@ -31,6 +31,7 @@ class BackgroundQueue(Generic[T]):
         metrics: counts drops and handler failures; None to count only in ``dropped``.
         maxsize: items held at most; ``put`` on a full queue drops the item.
         interval: seconds between drains (the most an item waits before it is handled).
+        pause: seconds the thread sleeps between two batches of one drain (yields the GIL).
         tick: called on the thread about every ``tick_seconds`` (and once at close).
     """
 
@@ -42,7 +43,8 @@ class BackgroundQueue(Generic[T]):
         metrics: Metrics | None = None,
         maxsize: int = 10_000,
         batch: int = 256,
-        interval: float = 0.05,
+        interval: float = 0.25,
+        pause: float = 0.001,
         tick: Callable[[], None] | None = None,
         tick_seconds: float = 1.0,
     ) -> None:
@@ -52,6 +54,7 @@ class BackgroundQueue(Generic[T]):
         self._items: deque[T] = deque()
         self._batch = batch
         self._interval = interval
+        self._pause = pause
         self._tick = tick
         self._tick_seconds = tick_seconds
         self._stop = threading.Event()
@@ -118,9 +121,11 @@ class BackgroundQueue(Generic[T]):
                 items: list[T] = [popleft() for _ in range(count)]
                 self._safe(self._handle, items)
                 self._handled += len(items)
-                # Let the event loop take the GIL between batches: a long drain must not stall
-                # requests (a thread that never blocks keeps it for whole switch intervals).
-                time.sleep(0)
+                # Hand the GIL to the event loop between batches. A voluntary release
+                # (sleep(0)) is usually taken back at once; a short real sleep lets a waiting
+                # request run, so a long drain cannot stall requests for whole switch intervals.
+                if self._items:
+                    time.sleep(self._pause)
 
     def _run(self) -> None:
         next_tick = time.monotonic() + self._tick_seconds

@@ -188,3 +188,9 @@ def test_the_observer_writes_every_row_and_counts_them(predictor, training, tmp_
         metrics.registry.get_sample_value("rtserve_decisions_written_total", {"sink": "jsonl"}) == 5
     )
     assert np.isclose(lines[0]["latency_seconds"], 0.004)
+
+
+def test_an_unreachable_database_is_a_typed_error_at_start():
+    sink = SqlSink("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(DecisionStoreError, match="cannot be used"):
+        sink.open()

@@ -22,7 +22,9 @@ def test_a_full_queue_drops_and_counts_without_blocking_the_caller():
         release.wait(10)
         handled.extend(batch)
 
-    q: BackgroundQueue[int] = BackgroundQueue("slow", slow, metrics=metrics, maxsize=5, batch=1)
+    q: BackgroundQueue[int] = BackgroundQueue(
+        "slow", slow, metrics=metrics, maxsize=5, batch=1, interval=0.01
+    )
     q.start()
     q.put(0)
     time.sleep(0.1)  # the thread took item 0 and is stuck in the handler
@@ -71,7 +73,11 @@ def test_a_failing_handler_is_counted_and_the_thread_keeps_going():
 def test_tick_runs_periodically_between_items():
     ticks: list[float] = []
     q: BackgroundQueue[int] = BackgroundQueue(
-        "ticker", lambda batch: None, tick=lambda: ticks.append(time.monotonic()), tick_seconds=0.05
+        "ticker",
+        lambda batch: None,
+        interval=0.01,
+        tick=lambda: ticks.append(time.monotonic()),
+        tick_seconds=0.05,
     )
     q.start()
     time.sleep(0.3)

@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from rtserve.errors import RtserveError
 from rtserve.observability.decisions.record import Decision, DecisionQuery, as_utc
@@ -114,8 +114,18 @@ class SqlSink:
         """Connect and create the table if it is missing (idempotent)."""
         if self._engine is not None:
             return
-        self._engine = engine_for(self.url)
-        metadata.create_all(self._engine, checkfirst=True)
+        engine = engine_for(self.url)
+        try:
+            metadata.create_all(engine, checkfirst=True)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise DecisionStoreError(
+                f"decision log database {self.url.split('@')[-1]!r} cannot be used: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0]}; check that it runs and that "
+                "the user may create tables (or set RTSERVE_DECISION_LOG__ENABLED=false)",
+                field="decision_log.database_url",
+            ) from exc
+        self._engine = engine
 
     def write(self, decisions: Sequence[Decision]) -> None:
         """Insert a batch of decisions."""
