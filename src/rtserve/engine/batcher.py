@@ -161,6 +161,12 @@ class AdaptiveBatcher:
         self.stats.rows += rows
         return output, BatchInfo(0.0, elapsed, rows, 1)
 
+    def _timed_predict(self, columns: Columns) -> tuple[ModelOutput, float]:
+        """Predict in a worker thread, timing the runtime alone."""
+        started = time.perf_counter()
+        output = self._predict(columns)
+        return output, time.perf_counter() - started
+
     def _learn(self, seconds: float, rows: int) -> None:
         if rows <= _INLINE_MAX_ROWS:
             if self._typical_seconds == float("inf"):
@@ -182,7 +188,9 @@ class AdaptiveBatcher:
                 token = id(batch)
                 self._started[token] = started
                 try:
-                    output = await loop.run_in_executor(self._pool, self._predict, merged)
+                    output, own_seconds = await loop.run_in_executor(
+                        self._pool, self._timed_predict, merged
+                    )
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                     for pending in batch:
                         if not pending.future.done():
@@ -193,7 +201,9 @@ class AdaptiveBatcher:
                 predict_seconds = time.perf_counter() - started
                 self._record(batch)
                 batch_rows = sum(p.rows for p in batch)
-                self._learn(predict_seconds, batch_rows)
+                # learn from the runtime's own time, not the hop: thread wake-ups under load
+                # would otherwise keep the estimate above the inline threshold for good
+                self._learn(own_seconds, batch_rows)
                 start = 0
                 for pending in batch:
                     stop = start + pending.rows
