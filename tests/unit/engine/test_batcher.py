@@ -1,0 +1,188 @@
+"""The adaptive batcher: no waiting when idle, batches form under load, every caller gets its own rows."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import rtserve
+from rtserve.engine.batcher import AdaptiveBatcher
+from rtserve.runtimes.base import ModelOutput
+from rtserve.types import Columns
+
+
+def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh event loop (fixtures pass through unchanged)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def echo(columns: Columns) -> ModelOutput:
+    """A runtime whose output is its input: row identity is visible in every answer."""
+    return ModelOutput(value=np.asarray(columns["x"], dtype=np.float64) * 2)
+
+
+def request(*values: float) -> Columns:
+    return {"x": np.array(values, dtype=np.float64)}
+
+
+class Gate:
+    """A runtime that holds its first batch until released, recording every batch size."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.sizes: list[int] = []
+
+    def __call__(self, columns: Columns) -> ModelOutput:
+        self.sizes.append(len(columns["x"]))
+        self.entered.set()
+        self.release.wait(5)
+        return echo(columns)
+
+
+@run_async
+async def test_an_idle_batcher_runs_a_request_at_once_in_a_batch_of_its_own() -> None:
+    batcher = AdaptiveBatcher(echo, max_batch_size=64)
+    output, info = await batcher.submit(request(1.0, 2.0), 2)
+    np.testing.assert_array_equal(output.value, [2.0, 4.0])
+    assert info.batch_requests == 1
+    assert info.batch_rows == 2
+    assert info.queue_seconds < 0.05
+    batcher.close()
+
+
+@run_async
+async def test_requests_arriving_while_a_batch_runs_form_the_next_batch() -> None:
+    gate = Gate()
+    batcher = AdaptiveBatcher(gate, max_batch_size=64)
+    first = asyncio.ensure_future(batcher.submit(request(0.0), 1))
+    await asyncio.to_thread(gate.entered.wait, 5)
+    waiting = [asyncio.ensure_future(batcher.submit(request(float(i)), 1)) for i in range(1, 11)]
+    await asyncio.sleep(0.01)
+    assert batcher.queued == 10
+    gate.release.set()
+    results = await asyncio.gather(first, *waiting)
+    assert gate.sizes == [1, 10]
+    assert [info.batch_requests for _, info in results] == [1] + [10] * 10
+    assert [float(out.value[0]) for out, _ in results] == [2.0 * i for i in range(11)]
+    batcher.close()
+
+
+@run_async
+async def test_a_batch_never_exceeds_max_batch_size_rows() -> None:
+    gate = Gate()
+    batcher = AdaptiveBatcher(gate, max_batch_size=4)
+    first = asyncio.ensure_future(batcher.submit(request(0.0), 1))
+    await asyncio.to_thread(gate.entered.wait, 5)
+    rest = [asyncio.ensure_future(batcher.submit(request(1.0, 1.0, 1.0), 3)) for _ in range(3)]
+    rest += [asyncio.ensure_future(batcher.submit(request(1.0), 1)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    gate.release.set()
+    await asyncio.gather(first, *rest)
+    assert max(gate.sizes) <= 4
+    assert sum(gate.sizes) == 1 + 9 + 2
+    batcher.close()
+
+
+@run_async
+async def test_a_runtime_failure_reaches_every_caller_of_that_batch_only() -> None:
+    calls = {"n": 0}
+
+    def flaky(columns: Columns) -> ModelOutput:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("model exploded")
+        return echo(columns)
+
+    batcher = AdaptiveBatcher(flaky)
+    with pytest.raises(RuntimeError, match="model exploded"):
+        await batcher.submit(request(1.0), 1)
+    output, _ = await batcher.submit(request(3.0), 1)
+    assert output.value.tolist() == [6.0]
+    batcher.close()
+
+
+@run_async
+async def test_a_caller_that_gave_up_is_skipped_and_the_rest_are_answered() -> None:
+    gate = Gate()
+    batcher = AdaptiveBatcher(gate)
+    first = asyncio.ensure_future(batcher.submit(request(0.0), 1))
+    await asyncio.to_thread(gate.entered.wait, 5)
+    abandoned = asyncio.ensure_future(batcher.submit(request(7.0), 1))
+    kept = asyncio.ensure_future(batcher.submit(request(8.0), 1))
+    await asyncio.sleep(0.01)
+    abandoned.cancel()
+    gate.release.set()
+    await first
+    output, info = await kept
+    assert output.value.tolist() == [16.0]
+    assert info.batch_requests == 1
+    assert gate.sizes == [1, 1]
+    batcher.close()
+
+
+@run_async
+async def test_a_fast_runtime_answers_a_lone_request_on_the_event_loop() -> None:
+    threads: set[str] = set()
+
+    def where(columns: Columns) -> ModelOutput:
+        threads.add(threading.current_thread().name)
+        return echo(columns)
+
+    batcher = AdaptiveBatcher(where, inline_below=1.0)
+    await batcher.submit(request(1.0), 1)  # learns the runtime's time in a worker thread
+    await batcher.submit(request(1.0), 1)  # then runs inline
+    assert threading.current_thread().name in threads
+    assert any(name.startswith("rt-") for name in threads)
+    batcher.close()
+
+
+@pytest.fixture(scope="module")
+def dense_predictor(tmp_path_factory: pytest.TempPathFactory) -> rtserve.Predictor:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(500, 4)), columns=["a", "b", "c", "d"])
+    model = LogisticRegression().fit(X, (X.a + X.b > 0).astype(int))
+    path: Path = tmp_path_factory.mktemp("batcher") / "dense"
+    rtserve.build(model, X, name="dense", version="1").save(path)
+    return rtserve.load(path)
+
+
+@run_async
+async def test_thousands_of_concurrent_distinct_requests_each_get_their_own_answer(
+    dense_predictor: rtserve.Predictor,
+) -> None:
+    """Every caller's rows come back in its own answer, whatever batches they rode in."""
+    rng = np.random.default_rng(9)
+    requests = [
+        pd.DataFrame(rng.normal(size=(int(rng.integers(1, 4)), 4)), columns=["a", "b", "c", "d"])
+        for _ in range(3000)
+    ]
+    expected = [dense_predictor.predict(frame) for frame in requests]
+    batcher = AdaptiveBatcher(dense_predictor.run, max_batch_size=64, concurrency=2)
+
+    async def one(frame: pd.DataFrame) -> tuple[ModelOutput, int]:
+        columns = dense_predictor.validate(frame)
+        output, info = await batcher.submit(columns, len(frame))
+        return output, info.batch_requests
+
+    answers = await asyncio.gather(*(one(frame) for frame in requests))
+    for (output, _), want in zip(answers, expected, strict=True):
+        np.testing.assert_array_equal(output.label, want.label)
+        np.testing.assert_allclose(output.probabilities, want.probabilities, rtol=0, atol=1e-12)
+    assert max(size for _, size in answers) > 1  # they really were batched together
+    batcher.close()
