@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,24 +190,30 @@ def test_drift_stays_under_threshold_for_training_traffic_and_flags_only_shifted
     with serve([fraud_bundle], tmp_path, drift=drift) as client:
         assert client.get("/v1/models/fraud/drift").json()["status"] == "insufficient_data"
 
-        def send(frame: pd.DataFrame) -> None:
+        def send(frame: pd.DataFrame) -> float:
+            """Send ``frame`` in requests of 50 rows; the time the last one was sent."""
+            last = 0.0
             for start in range(0, len(frame), 50):
                 body = {"instances": records(frame.iloc[start : start + 50])}
+                last = time.time()
                 assert client.post("/v1/models/fraud:predict", json=body).status_code == 200
+            return last
 
-        def report_after(sent: int) -> dict[str, Any]:
+        def report_after(sent_at: float) -> dict[str, Any]:
+            """The drift report once the window holds the request sent at ``sent_at``."""
+
             def check() -> dict[str, Any] | None:
-                report = client.get("/v1/models/fraud/drift").json()
-                rows = sum(
-                    v for k, v in samples(client).items() if k[0] == "rtserve_predictions_total"
-                )
-                return report if rows >= sent else None
+                report: dict[str, Any] = client.get("/v1/models/fraud/drift").json()
+                newest = report["window"]["newest"]
+                caught_up = newest and datetime.fromisoformat(newest).timestamp() >= sent_at
+                return report if caught_up else None
 
-            return eventually(check)
+            report = eventually(check)
+            assert report, "the drift window never took in the last request"
+            return report
 
         live, _ = card_transactions(1000, seed=123)
-        send(live)
-        calm = report_after(1000)
+        calm = report_after(send(live))
         assert calm["status"] == "ok", calm["drifted_features"]
         assert calm["window"]["rows"] == 1000
         assert all(f["psi"] < calm["thresholds"]["psi"] for f in calm["features"].values())
@@ -214,8 +221,7 @@ def test_drift_stays_under_threshold_for_training_traffic_and_flags_only_shifted
         shifted, _ = card_transactions(1000, seed=321)
         shifted["amount"] = shifted["amount"] * 6
         shifted["merchant_category"] = "gaming"
-        send(shifted)
-        report = report_after(2000)
+        report = report_after(send(shifted))
         assert report["drifted_features"] == ["amount", "merchant_category"]
         assert report["status"] == "drift"
         assert report["reference"]["rows"] == 3000
