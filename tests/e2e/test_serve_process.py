@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -94,27 +97,45 @@ def test_sigterm_stops_cleanly(e2e_bundles: tuple[Path, Path], tmp_path: Path) -
     assert "Traceback" not in running.logs()
 
 
+def _access_pids(running: ServerProcess) -> set[int]:
+    """Worker pids that logged an answered predict request."""
+    pids: set[int] = set()
+    for line in running.logs().splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        if (
+            entry.get("logger") == "rtserve.access"
+            and entry.get("path") == "/v1/models/dense:predict"
+        ):
+            pids.add(entry["pid"])
+    return pids
+
+
 def test_two_workers_both_answer(e2e_bundles: tuple[Path, Path], tmp_path: Path) -> None:
     running = start_server([str(e2e_bundles[1]), "--workers", "2"], tmp_path / "log")
     try:
+        # start_server saw one worker ready; wait until fresh connections keep finding ready ones
+        ready_in_a_row = 0
+        deadline = time.monotonic() + 60
+        while ready_in_a_row < 20 and time.monotonic() < deadline:
+            ok = httpx.get(f"{running.url}/v2/health/ready").status_code == 200
+            ready_in_a_row = ready_in_a_row + 1 if ok else 0
         body = {"instances": [{"a": 0.1, "b": 0.2, "c": 0.3}]}
-        for i in range(60):
+
+        def ask(i: int) -> int:
             # a fresh connection each time so the kernel spreads them over both workers
-            response = httpx.post(
+            return httpx.post(
                 f"{running.url}/v1/models/dense:predict",
                 json=body,
                 headers={"X-Request-ID": f"w-{i}"},
-            )
-            assert response.status_code == 200
-        import json
+            ).status_code
 
-        pids = {
-            entry["pid"]
-            for line in running.logs().splitlines()
-            if line.startswith("{")
-            and (entry := json.loads(line)).get("logger") == "rtserve.access"
-            and entry.get("path") == "/v1/models/dense:predict"
-        }
-        assert len(pids) == 2, running.logs()[-2000:]
+        sent = 0
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            while len(_access_pids(running)) < 2 and sent < 800:
+                assert set(pool.map(ask, range(sent, sent + 40))) == {200}
+                sent += 40
+        assert len(_access_pids(running)) == 2, running.logs()[-2000:]
     finally:
         assert running.stop(signal.SIGTERM) == 0
