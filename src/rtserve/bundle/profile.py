@@ -132,6 +132,12 @@ def build_profile(
             )
         else:
             features[spec.name] = categorical_profile(column)
+        if spec.pii and isinstance(features[spec.name], CategoricalProfile):
+            # the values of a PII field are personal data: keep only how often it is missing
+            profile = features[spec.name]
+            features[spec.name] = profile.model_copy(
+                update={"frequencies": {}, "other": 1.0 if profile.null_rate < 1 else 0.0}
+            )
     rows = len(next(iter(columns.values())))
     outputs = OutputProfile(task=schema.outputs.task)
     if label is not None:

@@ -86,6 +86,7 @@ def build(
     )
     if schema_overrides:
         schema = schema.with_overrides(schema_overrides)
+    schema = _forget_pii_values(schema, schema_overrides or {})
 
     workdir = Path(tempfile.mkdtemp(prefix="rtserve-build-"))
     try:
@@ -160,6 +161,22 @@ def _validate_sample(schema: Schema, frame: Any) -> Columns:
             "the sample",
             field=exc.field,
         ) from exc
+
+
+def _forget_pii_values(schema: Schema, overrides: dict[str, dict[str, Any]]) -> Schema:
+    """Keep training values of PII fields out of the bundle: drop their inferred allowed lists.
+
+    The list stays when the user declared ``allowed`` or ``unseen`` for that field: enforcing the
+    values was then a deliberate choice.
+    """
+    changes = {
+        spec.name: {"allowed": None, "unseen": UnseenPolicy.PASS}
+        for spec in schema.inputs
+        if spec.pii
+        and spec.allowed is not None
+        and not {"allowed", "unseen"} & set(overrides.get(spec.name, {}))
+    }
+    return schema.with_overrides(changes) if changes else schema
 
 
 def _probe_unseen(

@@ -124,6 +124,8 @@ class _Categorical:
         self.categories = list(profile.frequencies)
         self.index = {c: i for i, c in enumerate(self.categories)}
         self.known = set(self.categories) | {str(a) for a in allowed}
+        # a PII field's bundle records no values, so "unseen" has no reference to mean anything
+        self.tracks_unseen = bool(self.known)
         self.expected = np.asarray([*profile.frequencies.values(), profile.other])
         self.boolean = boolean
         self.null_rate = profile.null_rate
@@ -143,7 +145,7 @@ class _Categorical:
             slot = self.index.get(key)
             if slot is None:
                 out[other] += n
-                if key not in self.known:
+                if self.tracks_unseen and key not in self.known:
                     out[-1] += n
             else:
                 out[slot] += n

@@ -123,3 +123,25 @@ def test_validation_records_leave_missing_values_out(fraud_bundle: Bundle) -> No
     nulls = [i for i, value in enumerate(sample.inputs["merchant"]) if value is None]
     assert nulls, "the sample should include rows with a missing merchant"
     assert all("merchant" not in records[i] for i in nulls)
+
+
+def test_a_pii_field_keeps_its_training_values_out_of_schema_and_profile(
+    fraud_pipeline: Any, transactions: pd.DataFrame
+) -> None:
+    bundle = rtserve.build(
+        fraud_pipeline,
+        transactions,
+        name="f",
+        version="pii",
+        optimize="off",
+        schema_overrides={"country": {"pii": True}},
+    )
+    country = bundle.manifest.model_schema.field("country")
+    assert country.pii
+    assert country.allowed is None
+    feature = bundle.read_profile().features["country"]
+    assert isinstance(feature, CategoricalProfile)
+    assert feature.frequencies == {}
+    assert feature.null_rate == pytest.approx(float(transactions["country"].isna().mean()))
+    assert "DE" not in (bundle.path / "rtserve.yaml").read_text()
+    assert '"DE"' not in (bundle.path / "profile.json").read_text()
