@@ -8,7 +8,6 @@ decoder (response body -> probability of class 1) used to check answers before t
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from rtserve.loadgen.launch import bare_command
+from rtserve.loadgen.launch import bare_command, rtserve_command
 
 HERE = Path(__file__).resolve().parent
 VENVS = HERE / ".venvs"
@@ -60,18 +59,7 @@ def _rtserve_decode(body: bytes) -> float:
 
 def _rtserve_command(bundles: list[Path], extra: list[str]) -> Callable[[int, Path], list[str]]:
     def command(port: int, work: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "rtserve",
-            "serve",
-            *map(str, bundles),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *extra,
-        ]
+        return rtserve_command(bundles, port, extra)
 
     return command
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,14 +17,7 @@ import pytest
 
 import rtserve
 from rtserve.demo import card_transactions, fraud_pipeline
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from rtserve.loadgen.launch import free_port, rtserve_command
 
 
 @dataclass
@@ -51,17 +42,7 @@ def start_server(args: list[str], log: Path, timeout: float = 90.0) -> ServerPro
     port = free_port()
     with log.open("wb") as handle:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rtserve",
-                "serve",
-                *args,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            rtserve_command([], port, args),
             stdout=handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
