@@ -63,3 +63,17 @@ def test_a_missing_bundle_keeps_the_server_unready(fraud_bundle: Path, tmp_path:
             time.sleep(0.05)
         assert client.get("/v2/models/fraud/ready").status_code == 200
         assert client.get("/v2/health/ready").status_code == 503
+
+
+def test_a_worker_that_loads_before_serving_is_settled_at_its_first_request(
+    fraud_bundle: Path, tmp_path: Path
+) -> None:
+    broken = _bundle_with_wrong_recorded_outputs(fraud_bundle, tmp_path / "fraud-broken")
+    settings = Settings.load(bundles=[str(fraud_bundle)])
+    with TestClient(create_app(settings, load_before_serving=True)) as client:
+        assert client.get("/v2/health/ready").status_code == 200  # no polling needed
+    settings = Settings.load(bundles=[str(broken)])
+    app = create_app(settings, load_before_serving=True)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/models/fraud").json()["state"] == "failed"  # settled, not loading
+        assert client.get("/v2/health/live").status_code == 200

@@ -31,11 +31,15 @@ logger = logging.getLogger("rtserve.server")
 SETTINGS_ENV = "RTSERVE_WORKER_SETTINGS_JSON"
 
 
-def create_app(settings: Settings, manager: ModelManager | None = None) -> Starlette:
+def create_app(
+    settings: Settings, manager: ModelManager | None = None, *, load_before_serving: bool = False
+) -> Starlette:
     """The rtserve ASGI app; mount it in FastAPI/Starlette or run it with uvicorn.
 
     Bundles in ``settings.bundles`` load in the background at start-up, so liveness answers at
-    once while readiness waits for every warm-up.
+    once while readiness waits for every warm-up. ``load_before_serving`` holds start-up until
+    loading has finished instead: a worker process that shares its port with others then
+    accepts no connection (and so answers no request with 503) before its models are settled.
     """
     manager = manager if manager is not None else ModelManager(settings)
     observability = Observability(settings, ManagerCatalog(manager))
@@ -54,6 +58,8 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Starl
         loading = asyncio.create_task(asyncio.to_thread(manager.load_all, settings.bundles))
         loading.add_done_callback(_freeze_long_lived)
         observability.start()
+        if load_before_serving:
+            await asyncio.wait({loading})
         try:
             yield
         finally:
@@ -103,4 +109,4 @@ def app_from_env() -> Starlette:
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings.load()
     configure_logging(settings.log_level)  # a spawned worker starts with no logging set up
-    return create_app(settings)
+    return create_app(settings, load_before_serving=True)
