@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from rtserve.guard.auth import hash_key
 from rtserve.server.app import create_app
-from rtserve.server.routes import ROUTES, RouteSpec
+from rtserve.server.routes import ROUTES, Route
 from rtserve.settings import Settings
 from tests.integration.conftest import wait_ready
 from tests.integration.guard_support import records_body, v2_body
@@ -53,7 +53,7 @@ def secured(dense_bundle: Path) -> Iterator[TestClient]:
         yield client
 
 
-def call(client: TestClient, route: RouteSpec, headers: dict[str, str]) -> int:
+def call(client: TestClient, route: Route, headers: dict[str, str]) -> int:
     path = route.path.replace("{name}", "dense").replace("{version}", "2")
     if route.method == "GET":
         return client.get(path, headers=headers).status_code
@@ -66,7 +66,7 @@ def allowed(held: str, needed: str) -> bool:
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
-def test_every_route_follows_its_role(secured: TestClient, route: RouteSpec) -> None:
+def test_every_route_follows_its_role(secured: TestClient, route: Route) -> None:
     public = route.role == "public"
     # no credentials, a bad key, a forged token: 401 unless the route is public
     for headers in ({}, {"x-api-key": "not-a-key"}, {"authorization": "Bearer a.b.c"}):

@@ -20,6 +20,7 @@ from rtserve.engine.events import BatchInfo
 from rtserve.errors import DeadlineExceededError
 from rtserve.guard.admission import QueueState
 from rtserve.guard.deadline import Deadline
+from rtserve.observability import context as request_context
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
@@ -60,6 +61,11 @@ def concat_columns(parts: list[Columns]) -> Columns:
         else:
             out[name] = np.concatenate(arrays)
     return out
+
+
+def _time_out(future: asyncio.Future[tuple[ModelOutput, BatchInfo]]) -> None:
+    if not future.done():  # a queued request is then skipped; a running batch's answer dropped
+        future.set_exception(TimeoutError())
 
 
 class AdaptiveBatcher:
@@ -123,12 +129,18 @@ class AdaptiveBatcher:
         )
 
     async def submit(
-        self, columns: Columns, rows: int, deadline: Deadline | None = None
+        self,
+        columns: Columns,
+        rows: int,
+        deadline: Deadline | None = None,
+        timeout: float | None = None,
     ) -> tuple[ModelOutput, BatchInfo]:
         """Queue one request's validated columns; wait for its own outputs and batch timings.
 
         A request whose ``deadline`` passes while it waits is dropped before its batch runs (its
-        caller gets ``DeadlineExceededError``); so is one whose caller was cancelled.
+        caller gets ``DeadlineExceededError``); so is one whose caller was cancelled. Past
+        ``timeout`` seconds of waiting the caller gets ``TimeoutError`` (a timer, not a task: the
+        usual idle-model request runs inline and never waits at all).
         """
         if (
             rows <= _INLINE_MAX_ROWS
@@ -145,7 +157,14 @@ class AdaptiveBatcher:
             drain = loop.create_task(self._drain())
             self._drains.add(drain)  # a reference keeps the task from being garbage-collected
             drain.add_done_callback(self._drains.discard)
-        return await pending.future
+        request_context.note_waiting()  # the transport may now watch for a disconnect
+        if timeout is None:
+            return await pending.future
+        timer = loop.call_later(timeout, _time_out, pending.future)
+        try:
+            return await pending.future
+        finally:
+            timer.cancel()
 
     def _predict_inline(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:
         self._running += 1

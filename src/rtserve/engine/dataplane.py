@@ -233,7 +233,7 @@ class DataPlane:
             output, info = await batcher.submit(columns, rows, deadline)
         else:
             outcome = await guard.call(
-                lambda: batcher.submit(columns, rows, deadline),
+                lambda timeout: batcher.submit(columns, rows, deadline, timeout),
                 columns,
                 rows,
                 deadline if deadline is not None else self.deadlines.default(),
@@ -287,6 +287,7 @@ async def _observed_decode(work: Any, size: int, schema: Schema) -> Any:
 
 async def _maybe_offload(work: Any, size: int) -> Any:
     if size > OFFLOAD_BYTES:
+        request_context.note_waiting()
         return await asyncio.to_thread(work)
     return work()
 

@@ -12,7 +12,6 @@ factory, so this layer needs nothing from the engine):
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
@@ -148,7 +147,7 @@ class ModelGuard:
 
     async def call(
         self,
-        submit: Callable[[], Awaitable[tuple[ModelOutput, T]]],
+        submit: Callable[[float], Awaitable[tuple[ModelOutput, T]]],
         columns: Columns,
         rows: int,
         deadline: Deadline,
@@ -180,7 +179,7 @@ class ModelGuard:
         timeout = min(deadline.remaining(), self.predict_timeout_s)
         by_deadline = deadline.remaining() <= self.predict_timeout_s
         try:
-            output, info = await asyncio.wait_for(submit(), timeout)
+            output, info = await submit(timeout)  # raises TimeoutError past ``timeout``
         except TimeoutError:
             hung = _stuck(queue(), self.predict_timeout_s)
             if not by_deadline or hung:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Histogram
 
 from rtserve.observability.context import RequestContext
+from rtserve.observability.logging import json_line_writer
 from rtserve.observability.metrics import Metrics
 from rtserve.observability.tracing import Tracer
 
@@ -94,6 +95,11 @@ class AccessRecorder:
                 extra["rows"] = context.rows
                 extra["batch_size"] = context.batch_rows
                 extra["fallback"] = context.fallback
-            access_logger.info("%s %s %d", end.method, end.path, end.status, extra=extra)
+            message = f"{end.method} {end.path} {end.status}"
+            writer = json_line_writer(access_logger)
+            if writer is not None:
+                writer.write(access_logger.name, "info", message, extra)
+            else:
+                access_logger.info("%s", message, extra=extra)
         if self.tracer is not None:
             self.tracer.record(context, end.method, end.path, end.status, end.ended, time.time())

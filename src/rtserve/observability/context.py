@@ -9,7 +9,7 @@ access-log record and trace spans.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -54,6 +54,9 @@ class RequestContext:
     queue_seconds: float = 0.0
     predict_seconds: float = 0.0
     predicted: float = 0.0
+    #: Called when the request starts waiting (queued for a batch, decoding in a thread): the
+    #: transport then watches for a client disconnect, which an inline request never needs.
+    on_wait: Callable[[], None] | None = None
 
     @property
     def trace_id(self) -> str | None:
@@ -131,3 +134,10 @@ def current_traceparent() -> str | None:
     """The incoming ``traceparent`` of the current request, if any."""
     context = _current.get()
     return context.traceparent if context is not None else None
+
+
+def note_waiting() -> None:
+    """The request is about to wait for work done elsewhere (see ``RequestContext.on_wait``)."""
+    context = _current.get()
+    if context is not None and context.on_wait is not None:
+        context.on_wait()

@@ -8,10 +8,14 @@ fields passed as ``logging``'s ``extra=`` become top-level keys.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import msgspec
@@ -65,7 +69,8 @@ def configure_logging(
         if json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter_class = _JsonFormatter if json else structlog.stdlib.ProcessorFormatter
+    formatter = formatter_class(
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -76,6 +81,9 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter)
+    if isinstance(formatter, _JsonFormatter):
+        formatter.redact = redact
+        formatter.writer = JsonLineWriter(handler, redact)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -100,3 +108,90 @@ def _identity(
     logger: Any, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     return event_dict
+
+
+#: Attributes every ``logging.LogRecord`` has; anything else on a record came from ``extra=``.
+_RECORD_KEYS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+
+class _JsonFormatter(structlog.stdlib.ProcessorFormatter):
+    """The JSON formatter, with a direct path for standard-library records.
+
+    structlog's chain costs tens of microseconds per record; the access log writes one record
+    per request. A ``logging`` record (rtserve's, uvicorn's) is rendered here to the same JSON
+    object the chain would produce (extras, level, logger, UTC time, pid, PII redaction,
+    exception); records from structlog loggers still go through the chain.
+    """
+
+    redact: Processor | None = None
+    writer: JsonLineWriter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One JSON line for ``record``."""
+        if self.redact is None or hasattr(record, "_logger"):  # wrap_for_formatter's mark
+            return super().format(record)
+        entry: dict[str, Any] = {
+            key: value for key, value in record.__dict__.items() if key not in _RECORD_KEYS
+        }
+        entry["message"] = record.getMessage()
+        entry["level"] = record.levelname.lower()
+        entry["logger"] = record.name
+        entry["time"] = _utc_iso(record.created)
+        entry["pid"] = record.process
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        self.redact(None, record.levelname.lower(), entry)
+        return _dumps(entry)
+
+
+class JsonLineWriter:
+    """Writes a record built by the caller straight to the JSON handler ``configure_logging``
+    installed: the line a ``logging`` call would produce, without a ``LogRecord``, the logger
+    hierarchy or a formatter (the access log writes one per request)."""
+
+    def __init__(self, handler: logging.StreamHandler[TextIO], redact: Processor) -> None:
+        self._handler = handler
+        self._redact = redact
+
+    def write(self, logger: str, level: str, message: str, fields: dict[str, Any]) -> None:
+        """Write one line with ``fields`` and the standard keys."""
+        handler = self._handler
+        fields["message"] = message
+        fields["level"] = level
+        fields["logger"] = logger
+        fields["time"] = _utc_iso(time.time())
+        fields["pid"] = os.getpid()
+        self._redact(None, level, fields)
+        line = _dumps(fields) + "\n"
+        with handler.lock or contextlib.nullcontext():
+            handler.stream.write(line)
+            handler.stream.flush()
+
+
+def json_line_writer(logger: logging.Logger) -> JsonLineWriter | None:
+    """A direct writer for ``logger``'s records when they would reach only the JSON handler
+    ``configure_logging`` installed; None when logging is set up otherwise (then records go
+    through ``logging`` as usual)."""
+    node: logging.Logger | None = logger
+    while node is not None and node is not logging.root:
+        if node.handlers or not node.propagate:
+            return None
+        node = node.parent
+    handlers = logging.root.handlers
+    if len(handlers) == 1 and isinstance(handlers[0].formatter, _JsonFormatter):
+        return handlers[0].formatter.writer
+    return None
+
+
+def _utc_iso(created: float) -> str:
+    """``2026-11-30T01:02:03.456789Z``, as structlog's ``TimeStamper(fmt="iso", utc=True)``."""
+    second = int(created)
+    return f"{_utc_second(second)}.{int((created - second) * 1e6):06d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """Date and time to the second, formatted once per second."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -19,11 +19,12 @@ from rtserve.engine.dataplane import DataPlane, _version
 from rtserve.engine.manager import ModelManager
 from rtserve.observability.hub import Observability
 from rtserve.server.error_handlers import EXCEPTION_HANDLERS
+from rtserve.server.fastpath import InferenceRouter
 from rtserve.server.guards import Guards, guard_route
 from rtserve.server.middleware import RequestContextMiddleware
 from rtserve.server.observe import ManagerCatalog
 from rtserve.server.openapi import DOCS_HTML, openapi_document
-from rtserve.server.routes import ROUTES
+from rtserve.server.routes import ROUTES, InferenceRoute, RouteSpec
 from rtserve.settings import Settings
 
 logger = logging.getLogger("rtserve.server")
@@ -71,8 +72,16 @@ def create_app(
             await asyncio.to_thread(observability.close)  # drain queues, close sinks
 
     guards = Guards.from_settings(settings)  # auth, rate limits, deadlines, body limits
+    inference = [r for r in ROUTES if isinstance(r, InferenceRoute)]
+    router = InferenceRouter(routes=inference, guards=guards, plane=plane)
     routes = [
-        Route(r.path, guard_route(r, guards), methods=[r.method], name=r.name) for r in ROUTES
+        Route(r.path, guard_route(r, guards), methods=[r.method], name=r.name)
+        for r in ROUTES
+        if isinstance(r, RouteSpec)
+    ]
+    routes += [
+        Route(r.path, router.starlette_endpoint(r), methods=[r.method], name=r.name)
+        for r in inference
     ]
     routes += [
         Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
@@ -83,12 +92,15 @@ def create_app(
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )
+    # outermost first: request id + access record, then the hot path, then Starlette's router
+    app.add_middleware(router.wrap)
     app.add_middleware(RequestContextMiddleware, recorder=observability.access)
     app.state.settings = settings
     app.state.manager = manager
     app.state.dataplane = plane
     app.state.observability = observability
     app.state.guards = guards
+    app.state.inference_router = router
     return app
 
 

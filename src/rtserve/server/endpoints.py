@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -10,7 +12,7 @@ from starlette.responses import HTMLResponse, Response
 
 from rtserve.engine.dataplane import DataPlane, Reply
 from rtserve.errors import MalformedRequestError, UnsupportedMediaTypeError
-from rtserve.server.guards import read_body
+from rtserve.guard.deadline import Deadline
 
 JSON = "application/json"
 _JSON_TYPES = ("application/json", "text/json")
@@ -27,13 +29,9 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status_code=status, media_type=JSON)
 
 
-def _reply(reply: Reply) -> Response:
-    media = reply.headers.pop("Content-Type", JSON)
-    return Response(reply.body, media_type=media, headers=reply.headers)
-
-
-def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
-    raw = request.headers.get("content-type")
+def check_content_type(headers: Mapping[str, str], accepted: tuple[str, ...]) -> None:
+    """415 unless the request's content type (if it names one) is one of ``accepted``."""
+    raw = headers.get("content-type")
     if raw is None:
         return
     media = raw.split(";", 1)[0].strip().lower()
@@ -44,8 +42,8 @@ def _check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
         )
 
 
-def _header_length(request: Request) -> int | None:
-    raw = request.headers.get("inference-header-content-length")
+def _header_length(headers: Mapping[str, str]) -> int | None:
+    raw = headers.get("inference-header-content-length")
     if raw is None:
         return None
     if not raw.strip().isdigit():
@@ -102,36 +100,44 @@ async def model_description(request: Request) -> Response:
 
 
 # --- inference ------------------------------------------------------------------------------
+# The hot path: served as raw ASGI by ``rtserve.server.fastpath`` (no Request object), after the
+# same guards as every other route.
 
 
-async def infer(request: Request) -> Response:
+@dataclass(frozen=True)
+class InferenceCall:
+    """One admitted inference request: the route's parameters, headers and (bounded) body."""
+
+    plane: DataPlane
+    name: str
+    version: str | None
+    headers: Mapping[str, str]
+    body: bytes
+    request_id: str
+    deadline: Deadline
+
+
+async def infer(call: InferenceCall) -> Reply:
     """Open Inference Protocol inference (JSON or binary tensor extension)."""
-    _check_content_type(request, _INFER_TYPES)
-    header_length = _header_length(request)
-    body = await read_body(request)
-    reply = await _plane(request).infer_v2(
-        request.path_params["name"],
-        _version(request),
-        body,
-        header_length,
-        request_id=request.state.request_id,
-        deadline=getattr(request.state, "deadline", None),
+    return await call.plane.infer_v2(
+        call.name,
+        call.version,
+        call.body,
+        _header_length(call.headers),
+        request_id=call.request_id,
+        deadline=call.deadline,
     )
-    return _reply(reply)
 
 
-async def predict(request: Request) -> Response:
+async def predict(call: InferenceCall) -> Reply:
     """Records API inference: ``{"instances": [{...}, ...]}``."""
-    _check_content_type(request, _JSON_TYPES)
-    body = await read_body(request)
-    reply = await _plane(request).predict_records(
-        request.path_params["name"],
-        _version(request),
-        body,
-        request.state.request_id,
-        deadline=getattr(request.state, "deadline", None),
+    return await call.plane.predict_records(
+        call.name, call.version, call.body, call.request_id, deadline=call.deadline
     )
-    return _reply(reply)
+
+
+#: Content types each inference protocol (the route table's tag) accepts.
+ACCEPTED_TYPES = {"v2": _INFER_TYPES, "records": _JSON_TYPES}
 
 
 async def index(request: Request) -> Response:

@@ -12,22 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
 from rtserve.errors import RequestTimeoutError
-from rtserve.guard.auth import Authenticator
-from rtserve.guard.deadline import TIMEOUT_HEADER, DeadlinePolicy
+from rtserve.guard.auth import Authenticator, Principal
+from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline, DeadlinePolicy
 from rtserve.guard.limits import BodyBuffer, RequestLimits
 from rtserve.guard.ratelimit import RateLimiter, RateStatus
+from rtserve.observability import context as request_context
 from rtserve.settings import Settings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 class _Route(Protocol):
@@ -73,6 +75,46 @@ class Guards:
         )
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """What the access guards established about a request before its body is read."""
+
+    deadline: Deadline
+    principal: Principal | None  # None on public routes
+    rate: RateStatus | None  # None when no rate limit applies
+
+
+async def admit(
+    guards: Guards, headers: Mapping[str, str], role: str, what: str, client_host: str | None
+) -> Admitted:
+    """Deadline header, credentials and role, then the client's rate limit (cheapest first).
+
+    Raises:
+        InputError (bad deadline header), AuthenticationError (401), PermissionDeniedError
+        (403), RateLimitedError (429); each refusal is counted in ``guards.rejections``.
+    """
+    deadline = guards.deadlines.from_header(headers.get(TIMEOUT_HEADER))
+    if role == "public":
+        return Admitted(deadline, None, None)
+    try:
+        principal = guards.auth.authenticate(headers)
+        guards.auth.authorize(principal, role, what)
+    except Exception:
+        guards.rejections["unauthorized"] += 1
+        raise
+    status: RateStatus | None = None
+    if guards.rate.enabled:
+        client = principal.subject
+        if principal.method == "anonymous":
+            client = client_host or "unknown"
+        try:
+            status = await guards.rate.hit(client)
+        except Exception:
+            guards.rejections["rate_limited"] += 1
+            raise
+    return Admitted(deadline, principal, status)
+
+
 def guard_route(spec: _Route, guards: Guards) -> Endpoint:
     """``spec.endpoint`` behind the guards its role calls for (public routes: deadline only)."""
     endpoint = spec.endpoint
@@ -80,36 +122,23 @@ def guard_route(spec: _Route, guards: Guards) -> Endpoint:
     has_body = spec.method in ("POST", "PUT", "PATCH")
 
     async def guarded(request: Request) -> Response:
-        request.state.deadline = guards.deadlines.from_header(request.headers.get(TIMEOUT_HEADER))
-        status: RateStatus | None = None
-        if spec.role != "public":
-            try:
-                principal = guards.auth.authenticate(request.headers)
-                guards.auth.authorize(principal, spec.role, what)
-            except Exception:
-                guards.rejections["unauthorized"] += 1
-                raise
-            request.state.principal = principal
-            if guards.rate.enabled:
-                client = principal.subject
-                if principal.method == "anonymous":
-                    client = request.client.host if request.client else "unknown"
-                try:
-                    status = await guards.rate.hit(client)
-                except Exception:
-                    guards.rejections["rate_limited"] += 1
-                    raise
+        host = request.client.host if request.client else None
+        admitted = await admit(guards, request.headers, spec.role, what, host)
+        request.state.deadline = admitted.deadline
+        if admitted.principal is not None:
+            request.state.principal = admitted.principal
         if not has_body:
             response = await endpoint(request)
         else:
             try:
                 await read_body(request)
-                response = await _unless_disconnected(endpoint, request)
+                with DisconnectWatch(request.receive) as watch:
+                    response = await watch.run(endpoint(request))
             except ClientDisconnect:
                 guards.rejections["client_disconnected"] += 1
                 return Response(status_code=CLIENT_CLOSED)
-        if status is not None:
-            response.headers.update(rate_headers(status))
+        if admitted.rate is not None:
+            response.headers.update(rate_headers(admitted.rate))
         return response
 
     guarded.__name__ = getattr(endpoint, "__name__", spec.name)
@@ -118,8 +147,7 @@ def guard_route(spec: _Route, guards: Guards) -> Endpoint:
 
 
 async def read_body(request: Request) -> bytes:
-    """The request body, decoded and bounded: 413 past the size limit (checked as it streams in,
-    after decompression for gzip/deflate), 408 when it takes longer than the read timeout."""
+    """The request body, decoded and bounded (see ``receive_body``); read once per request."""
     cached: bytes | None = getattr(request.state, "body", None)
     if cached is not None:
         return cached
@@ -129,46 +157,100 @@ async def read_body(request: Request) -> bytes:
         if guards is not None
         else RequestLimits.from_settings(request.app.state.settings)
     )
-    buffer = BodyBuffer(limits.max_body_bytes, request.headers.get("content-encoding"))
-    buffer.check_declared(request.headers.get("content-length"))
-    try:
-        async with asyncio.timeout(limits.body_timeout_s):
-            async for chunk in request.stream():
-                buffer.feed(chunk)
-    except TimeoutError:
-        raise RequestTimeoutError(
-            f"the request body did not arrive within {limits.body_timeout_s:g} s "
-            f"({buffer.size} bytes so far); send it at once, or in smaller requests",
-            field="body",
-        ) from None
-    body = buffer.finish()
+    headers = request.headers
+    body = await receive_body(
+        request.receive, limits, headers.get("content-encoding"), headers.get("content-length")
+    )
     request.state.body = body
     return body
 
 
-async def _unless_disconnected(endpoint: Endpoint, request: Request) -> Response:
-    """Run the endpoint; if the client disconnects first, cancel it (and its queued model work)."""
-    work = asyncio.ensure_future(endpoint(request))
-    watch = asyncio.ensure_future(_disconnected(request.receive))
-    try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        work.cancel()
-        raise
-    finally:
-        watch.cancel()
-    if work.done():
-        return work.result()
-    work.cancel()
-    raise ClientDisconnect()
+async def receive_body(
+    receive: Receive, limits: RequestLimits, encoding: str | None, content_length: str | None
+) -> bytes:
+    """Read an ASGI request body: 413 past the size limit (checked as it streams in, after
+    decompression for gzip/deflate), 408 when it takes longer than the read timeout.
+
+    A body that arrives in one piece (the usual small request) sets no timer.
+
+    Raises:
+        ClientDisconnect: the client went away before the body was complete.
+    """
+    buffer = BodyBuffer(limits.max_body_bytes, encoding)
+    buffer.check_declared(content_length)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect()
+    buffer.feed(message.get("body", b""))
+    if message.get("more_body", False):
+        try:
+            async with asyncio.timeout(limits.body_timeout_s):
+                while message.get("more_body", False):
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientDisconnect()
+                    buffer.feed(message.get("body", b""))
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body did not arrive within {limits.body_timeout_s:g} s "
+                f"({buffer.size} bytes so far); send it at once, or in smaller requests",
+                field="body",
+            ) from None
+    return buffer.finish()
 
 
-async def _disconnected(receive: Receive) -> None:
-    """Return once the server reports that the client went away."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+class DisconnectWatch:
+    """Cancels a request's work (and its queued model work) if the client goes away meanwhile.
+
+    Watching needs a task that waits on ``receive``; it is started only when the work says it
+    is about to wait (``RequestContext.on_wait``, called by the batcher when a request queues),
+    so a request answered inline costs no task at all.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._owner: asyncio.Task[object] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._context: request_context.RequestContext | None = None
+        self.gone = False
+
+    def __enter__(self) -> DisconnectWatch:
+        self._context = request_context.current()
+        if self._context is not None:
+            self._context.on_wait = self.start
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._context is not None:
+            self._context.on_wait = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def start(self) -> None:
+        """Watch from now on (idempotent)."""
+        if self._watcher is None:
+            self._owner = asyncio.current_task()
+            self._watcher = asyncio.ensure_future(self._watch())
+
+    async def run(self, work: Awaitable[T]) -> T:
+        """Await ``work``; raise ``ClientDisconnect`` if the client left before it finished."""
+        if self._context is None:
+            self.start()  # nobody will say when the work waits: watch all along
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if not self.gone:
+                raise
+            if self._owner is not None:
+                self._owner.uncancel()
+            raise ClientDisconnect() from None
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        if self._owner is not None:
+            self._owner.cancel()
 
 
 def rate_headers(status: RateStatus) -> dict[str, str]:

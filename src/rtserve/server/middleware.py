@@ -6,10 +6,11 @@ the end hands it to the ``AccessRecorder``: request metrics, the access-log line
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,27 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _PROTOCOL_OF = {getattr(r.endpoint, "__name__", r.name): r.tag for r in ROUTES}
 _UNROUTED = "none"
 logger = logging.getLogger("rtserve.server")
+
+
+class _RequestIds:
+    """Request ids unique across processes without a system call each: 16 random hex digits
+    drawn once per process (again after a fork) and a 16-digit counter; as long as a uuid4's
+    hex. ``uuid4()`` reads the kernel's random source for every request."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._prefix = os.urandom(8).hex()
+            self._counter = itertools.count()
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_new_request_id = _RequestIds()
 
 
 class RequestContextMiddleware:
@@ -55,7 +77,7 @@ class RequestContextMiddleware:
                 if request_context.parse_traceparent(candidate):
                     traceparent = candidate
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("latin-1"))
         status = 500

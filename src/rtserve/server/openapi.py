@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rtserve.server.routes import ROUTES, RouteSpec
+from rtserve.server.routes import ROUTES, Route
 
 _ERROR = {
     "type": "object",
@@ -107,7 +107,7 @@ _DESCRIPTIONS = {
 }
 
 
-def _operation(route: RouteSpec) -> dict[str, Any]:
+def _operation(route: Route) -> dict[str, Any]:
     base = route.name.removesuffix("_version").removesuffix("_slash")
     op: dict[str, Any] = {
         "operationId": route.name,

@@ -4,35 +4,52 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from rtserve.engine.dataplane import Reply
 from rtserve.server import endpoints, observe
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+#: An inference endpoint: takes an admitted request, returns the data plane's reply.
+InferenceHandler = Callable[[endpoints.InferenceCall], Awaitable[Reply]]
 #: Who may call a route: ``public`` needs no credentials (health probes).
 Role = Literal["public", "predict", "read", "admin"]
 
 
 @dataclass(frozen=True)
-class RouteSpec:
-    """One HTTP route."""
+class Route:
+    """One HTTP route: path, handler, the role it needs, and its OpenAPI summary and tag."""
 
     method: str
     path: str
-    endpoint: Endpoint
+    endpoint: Callable[..., Awaitable[Any]]
     name: str
     role: Role
     summary: str
     tag: str
 
 
+@dataclass(frozen=True)
+class RouteSpec(Route):
+    """A route served by Starlette: ``endpoint`` takes a Request and returns a Response."""
+
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True)
+class InferenceRoute(Route):
+    """An inference route, served as raw ASGI by ``rtserve.server.fastpath`` (the hot path)."""
+
+    endpoint: InferenceHandler
+
+
 _M = "/v2/models/{name}"
 _MV = "/v2/models/{name}/versions/{version}"
 
-ROUTES: tuple[RouteSpec, ...] = (
+ROUTES: tuple[RouteSpec | InferenceRoute, ...] = (
     RouteSpec(
         "GET", "/v2/health/live", endpoints.live, "v2_live", "public", "Server live", "health"
     ),
@@ -69,11 +86,13 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Model ready",
         "v2",
     ),
-    RouteSpec("POST", f"{_M}/infer", endpoints.infer, "v2_infer", "predict", "Inference", "v2"),
-    RouteSpec(
+    InferenceRoute(
+        "POST", f"{_M}/infer", endpoints.infer, "v2_infer", "predict", "Inference", "v2"
+    ),
+    InferenceRoute(
         "POST", f"{_MV}/infer", endpoints.infer, "v2_infer_version", "predict", "Inference", "v2"
     ),
-    RouteSpec(
+    InferenceRoute(
         "POST",
         "/v1/models/{name}:predict",
         endpoints.predict,
@@ -82,7 +101,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Predict records",
         "records",
     ),
-    RouteSpec(
+    InferenceRoute(
         "POST",
         "/v1/models/{name}/versions/{version}:predict",
         endpoints.predict,

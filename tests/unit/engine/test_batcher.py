@@ -186,3 +186,37 @@ async def test_thousands_of_concurrent_distinct_requests_each_get_their_own_answ
         np.testing.assert_allclose(output.probabilities, want.probabilities, rtol=0, atol=1e-12)
     assert max(size for _, size in answers) > 1  # they really were batched together
     batcher.close()
+
+
+@run_async
+async def test_a_queued_request_times_out_by_a_timer_and_its_rows_never_run() -> None:
+    gate = Gate()
+    batcher = AdaptiveBatcher(gate)
+    first = asyncio.ensure_future(batcher.submit(request(0.0), 1))
+    await asyncio.to_thread(gate.entered.wait, 5)
+    tasks_before = len(asyncio.all_tasks())
+    with pytest.raises(TimeoutError):
+        await batcher.submit(request(9.0), 1, timeout=0.05)
+    assert len(asyncio.all_tasks()) == tasks_before  # a timer, not a wait_for task
+    gate.release.set()
+    await first
+    assert gate.sizes == [1]  # the timed-out request was skipped, not predicted
+    batcher.close()
+
+
+@run_async
+async def test_only_a_request_that_queues_tells_the_request_context_it_waits() -> None:
+    from rtserve.observability import context as request_context
+
+    waits: list[str] = []
+    context = request_context.RequestContext("r", 0.0, on_wait=lambda: waits.append("r"))
+    token = request_context.bind(context)
+    try:
+        batcher = AdaptiveBatcher(echo, inline_below=1.0)
+        await batcher.submit(request(1.0), 1)  # learns the runtime's time: queued in a thread
+        assert waits == ["r"]
+        await batcher.submit(request(1.0), 1)  # inline on the loop: nothing to wait for
+        assert waits == ["r"]
+    finally:
+        request_context.unbind(token)
+        batcher.close()

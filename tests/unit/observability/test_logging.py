@@ -89,3 +89,36 @@ def test_plain_text_mode_writes_readable_lines(stream):
 def test_an_unknown_level_is_refused():
     with pytest.raises(ValueError, match="not one of"):
         configure_logging("loud")
+
+
+def test_the_direct_line_writer_writes_what_a_logging_call_would(stream):
+    from rtserve.observability.logging import json_line_writer
+
+    configure_logging("info", stream=stream, redactor=Redactor(b"k"))
+    access = logging.getLogger("rtserve.access")
+    access.info("%s", "GET /x 200", extra={"request_id": "abc", "status": 200})
+    writer = json_line_writer(access)
+    assert writer is not None
+    writer.write("rtserve.access", "info", "GET /x 200", {"request_id": "abc", "status": 200})
+    by_logging, direct = lines(stream)
+    assert by_logging.keys() == direct.keys()
+    assert {k: v for k, v in by_logging.items() if k != "time"} == {
+        k: v for k, v in direct.items() if k != "time"
+    }
+
+
+def test_the_direct_line_writer_steps_aside_when_logging_is_set_up_otherwise(stream):
+    from rtserve.observability.logging import json_line_writer
+
+    configure_logging("info", stream=stream, redactor=Redactor(b"k"))
+    access = logging.getLogger("rtserve.access")
+    extra = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(extra)  # e.g. pytest's caplog, or an operator's handler
+    assert json_line_writer(access) is None
+    logging.getLogger().removeHandler(extra)
+    access.propagate = False
+    try:
+        assert json_line_writer(access) is None
+    finally:
+        access.propagate = True
+    assert json_line_writer(access) is not None

@@ -1,0 +1,80 @@
+"""The inference fast path is only faster: its answers equal those of Starlette's routes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from rtserve.server.app import create_app
+from rtserve.settings import Settings
+from tests.integration.conftest import wait_ready
+
+ROW = {"f0": 0.1, "f1": -0.2, "f2": 0.3, "f3": 1.5}
+V2 = {
+    "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]}]
+}
+CASES: list[tuple[str, Any, dict[str, str]]] = [
+    ("/v1/models/dense:predict", {"instances": [ROW, ROW]}, {}),
+    ("/v1/models/dense/versions/2:predict", {"instances": [ROW]}, {}),
+    ("/v1/models/dense/versions/9:predict", {"instances": [ROW]}, {}),
+    ("/v1/models/nope:predict", {"instances": [ROW]}, {}),
+    ("/v1/models/dense:predict", {"instances": [{**ROW, "f0": "high"}]}, {}),
+    ("/v1/models/dense:predict", b"{not json", {}),
+    ("/v1/models/dense:predict", {"instances": [ROW]}, {"content-type": "text/plain"}),
+    ("/v1/models/dense:predict", {"instances": [ROW]}, {"x-request-timeout-ms": "-4"}),
+    ("/v2/models/dense/infer", V2, {}),
+    ("/v2/models/dense/versions/2/infer", V2, {}),
+    ("/v2/models/dense/infer", {"inputs": []}, {}),
+]
+
+
+@pytest.fixture(scope="module")
+def client(dense_bundle: Path) -> Iterator[TestClient]:
+    app = create_app(Settings.load(bundles=[str(dense_bundle)]))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+def answer(client: TestClient, path: str, body: Any, headers: dict[str, str]) -> tuple:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    sent = {"content-type": "application/json", "x-request-id": "same-id", **headers}
+    response = client.post(path, content=content, headers=sent)
+    kept = {k: v for k, v in response.headers.items() if k not in ("date",)}
+    return response.status_code, response.content, kept
+
+
+def test_every_answer_is_the_same_through_starlettes_routes(client: TestClient) -> None:
+    fast = [answer(client, *case) for case in CASES]
+    router = client.app.state.inference_router  # type: ignore[attr-defined]
+    prefixes = router._prefixes
+    router._prefixes = ()  # nothing recognised: every request goes to Starlette's router
+    try:
+        routed = [answer(client, *case) for case in CASES]
+    finally:
+        router._prefixes = prefixes
+    assert [status for status, _, _ in fast] == [
+        200,
+        200,
+        404,
+        404,
+        422,
+        400,
+        415,
+        400,
+        200,
+        200,
+        400,
+    ]
+    assert routed == fast
+
+
+def test_a_wrong_method_on_an_inference_path_is_405(client: TestClient) -> None:
+    response = client.get("/v2/models/dense/infer")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
