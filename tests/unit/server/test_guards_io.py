@@ -111,4 +111,5 @@ async def test_a_disconnect_while_the_work_waits_cancels_it() -> None:
         request_context.unbind(token)
     assert cancelled.is_set()
     task = asyncio.current_task()
-    assert task is not None and task.cancelling() == 0  # the test's own task carries on
+    assert task is not None
+    assert task.cancelling() == 0  # the test's own task carries on
