@@ -93,6 +93,7 @@ class AdaptiveBatcher:
         self.max_wait = max_wait
         self.concurrency = concurrency
         self._queue: deque[_Pending] = deque()
+        self._rows_queued = 0  # sum of the queued requests' rows, kept as they come and go
         self._drains: set[asyncio.Task[None]] = set()
         self._running = 0
         self._started: dict[int, float] = {}  # running batch -> when its predict started
@@ -152,6 +153,7 @@ class AdaptiveBatcher:
         loop = asyncio.get_running_loop()
         pending = _Pending(columns, rows, loop.create_future(), time.perf_counter(), deadline)
         self._queue.append(pending)
+        self._rows_queued += rows
         if self._running < self.concurrency:
             self._running += 1
             drain = loop.create_task(self._drain())
@@ -239,7 +241,7 @@ class AdaptiveBatcher:
             self._running -= 1
 
     def _queued_rows(self) -> int:
-        return sum(p.rows for p in self._queue)
+        return self._rows_queued
 
     def _take(self) -> list[_Pending]:
         """Pop queued requests up to ``max_batch_size`` rows (a bigger single request runs alone)."""
@@ -248,10 +250,10 @@ class AdaptiveBatcher:
         while self._queue:
             head = self._queue[0]
             if head.future.done():  # the caller gave up (cancelled or timed out)
-                self._queue.popleft()
+                self._pop()
                 continue
             if head.deadline is not None and head.deadline.expired:  # never run expired work
-                self._queue.popleft()
+                self._pop()
                 self.stats.expired += 1
                 try:
                     head.deadline.check("its batch ran")
@@ -260,9 +262,14 @@ class AdaptiveBatcher:
                 continue
             if batch and rows + head.rows > self.max_batch_size:
                 break
-            batch.append(self._queue.popleft())
+            batch.append(self._pop())
             rows += head.rows
         return batch
+
+    def _pop(self) -> _Pending:
+        pending = self._queue.popleft()
+        self._rows_queued -= pending.rows
+        return pending
 
     def _record(self, batch: list[_Pending]) -> None:
         self.stats.batches += 1
