@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -96,7 +95,8 @@ class InferenceRouter:
         """Guards, body, prediction and reply (or the mapped error) for one inference request."""
         scope["endpoint"] = route.endpoint  # the access record's protocol label
         guards = self.guards
-        headers = Headers(scope=scope)
+        # ASGI header names are lower-case; the first of repeated headers wins, as in Starlette
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         request_id: str = scope["state"]["request_id"]
         try:
             client = scope.get("client")
