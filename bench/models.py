@@ -2,7 +2,8 @@
 
 - ``card``: rtserve.demo's card-transaction pipeline (impute + scale + one-hot + gradient
   boosting) on mixed numeric/categorical data with missing values;
-- ``dense_lr`` / ``dense_gb``: logistic regression and gradient boosting on 32 float features.
+- ``dense_lr`` / ``dense_gb``: logistic regression and gradient boosting on 32 float features;
+- ``dense_mlp`` (opt-in): a large multi-layer perceptron on the same features.
 
 Everything goes to bench/.work/ (git-ignored): models/NAME.joblib, models/fields.json (numeric
 and categorical columns, read by bench/peers/common.py) and bundles/NAME-1 (rtserve bundles).
@@ -22,6 +23,9 @@ import rtserve
 from rtserve.demo import card_transactions, fraud_pipeline
 
 NAMES = ("card", "dense_lr", "dense_gb")
+#: Opt-in models (``--models``): ``dense_mlp`` is a large model (two 1024-unit layers, ~1 M
+#: multiply-adds per row) for comparing worker processes with runtime threads.
+EXTRA_NAMES = ("dense_mlp",)
 DENSE_FEATURES = [f"f{i}" for i in range(32)]
 
 
@@ -69,13 +73,29 @@ def _train(name: str) -> tuple[Any, pd.DataFrame, list[str], list[str]]:
     y = pd.Series((rng.random(len(X)) < 1 / (1 + np.exp(-logit))).astype(np.int64))
     if name == "dense_lr":
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    elif name == "dense_mlp":
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        X, y = X.iloc[:5000], y.iloc[:5000]  # enough to fit; training a big net is slow
+        model = make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=8, random_state=0),
+        )
+        with warnings.catch_warnings():  # 8 epochs do not converge; its speed is what counts
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return model.fit(X, y), X, DENSE_FEATURES, []
     else:
         model = HistGradientBoostingClassifier(max_iter=100, random_state=0)
     return model.fit(X, y), X, DENSE_FEATURES, []
 
 
-def prepare(work: Path, *, retrain: bool = False) -> dict[str, BenchModel]:
-    """Train (or reuse) every model; save joblib files, fields.json and rtserve bundles."""
+def prepare(
+    work: Path, names: tuple[str, ...] = NAMES, *, retrain: bool = False
+) -> dict[str, BenchModel]:
+    """Train (or reuse) ``names``; save joblib files, fields.json and rtserve bundles."""
     import joblib
 
     models_dir, bundles_dir = work / "models", work / "bundles"
@@ -83,7 +103,7 @@ def prepare(work: Path, *, retrain: bool = False) -> dict[str, BenchModel]:
     bundles_dir.mkdir(parents=True, exist_ok=True)
     fields: dict[str, dict[str, list[str]]] = {}
     out: dict[str, BenchModel] = {}
-    for name in NAMES:
+    for name in names:
         joblib_path = models_dir / f"{name}.joblib"
         bundle_path = bundles_dir / f"{name}-1"
         meta_path = models_dir / f"{name}.fields.json"

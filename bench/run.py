@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 
 import models as bench_models  # noqa: E402
 import report  # noqa: E402
-from targets import VENVS, Target, all_targets  # noqa: E402
+from targets import OPT_IN, VENVS, Target, all_targets  # noqa: E402
 
 from rtserve.loadgen import Endpoint, LoadSpec, Workload, encode_request, run_load  # noqa: E402
 from rtserve.loadgen.launch import free_port, launch  # noqa: E402
@@ -67,8 +67,8 @@ def main() -> None:
         f"bench: {machine['cpu_model']}, {machine['nproc']} CPUs, load average {machine['loadavg_start']}"
     )
     print(f"bench: server CPUs {args.server_cpus}, load generator CPUs {args.client_cpus}")
-    fitted = bench_models.prepare(WORK, retrain=args.retrain)
-    names = [n for n in bench_models.NAMES if n in args.models]
+    names = [n for n in (*bench_models.NAMES, *bench_models.EXTRA_NAMES) if n in args.models]
+    fitted = bench_models.prepare(WORK, tuple(names), retrain=args.retrain)
     fields = json.loads((WORK / "models" / "fields.json").read_text())
     targets = [
         t
@@ -153,7 +153,9 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--targets", help="comma-separated target names (default: all); see --list")
     parser.add_argument(
-        "--models", default=",".join(bench_models.NAMES), help="card,dense_lr,dense_gb"
+        "--models",
+        default=",".join(bench_models.NAMES),
+        help="card,dense_lr,dense_gb (default); dense_mlp (a large model) on request",
     )
     parser.add_argument(
         "--server-cpus", default="1", help="CPUs every server is pinned to (default 1)"
@@ -188,6 +190,11 @@ def _arguments() -> argparse.Namespace:
     args.server_cpus = [int(c) for c in args.server_cpus.split(",")]
     args.client_cpus = [int(c) for c in args.client_cpus.split(",")]
     args.models = args.models.split(",")
+    known = {*bench_models.NAMES, *bench_models.EXTRA_NAMES}
+    if set(args.models) - known:
+        parser.error(
+            f"unknown models {sorted(set(args.models) - known)}; choose from {sorted(known)}"
+        )
     everything = [
         t.name
         for t in all_targets(
@@ -205,7 +212,9 @@ def _arguments() -> argparse.Namespace:
         ):
             print(f"{target.name:16} {target.description}")
         sys.exit(0)
-    args.targets = args.targets.split(",") if args.targets else everything
+    args.targets = (
+        args.targets.split(",") if args.targets else [t for t in everything if t not in OPT_IN]
+    )
     unknown = sorted(set(args.targets) - set(everything))
     if unknown:
         parser.error(f"unknown targets {unknown}; choose from {everything}")

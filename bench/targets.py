@@ -161,6 +161,9 @@ def mlserver_command(
 
 # --- the list ---------------------------------------------------------------------------------
 
+#: Targets that run only when ``--targets`` names them.
+OPT_IN = frozenset({"rtserve-workers2", "rtserve-threads2"})
+
 
 def all_targets(
     *,
@@ -194,6 +197,26 @@ def all_targets(
             "/v2/health/ready",
             _rtserve_encode,
             _rtserve_decode,
+        ),
+        # opt-in (OPT_IN): both cores for one server, as processes or as runtime threads
+        Target(
+            "rtserve-workers2",
+            "rtserve",
+            "rtserve serve BUNDLES --workers 2 (two processes, one batch each at a time)",
+            _rtserve_command(bundles, [*rtserve_args, "--workers", "2"]),
+            "/v2/health/ready",
+            _rtserve_encode,
+            _rtserve_decode,
+        ),
+        Target(
+            "rtserve-threads2",
+            "rtserve",
+            "rtserve serve BUNDLES, RTSERVE_RUNTIME_THREADS=2 (one process, two batches at a time)",
+            _rtserve_command(bundles, rtserve_args),
+            "/v2/health/ready",
+            _rtserve_encode,
+            _rtserve_decode,
+            env={"RTSERVE_RUNTIME_THREADS": "2"},
         ),
         Target(
             "fastapi",
