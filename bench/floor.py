@@ -50,7 +50,7 @@ def _time(call: Callable[[Any], object], items: list[Any], seconds: float) -> di
 def main() -> None:
     work, name = Path(sys.argv[2]), sys.argv[3]
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
-    model = bench_models.prepare(work)[name]
+    model = bench_models.prepare(work, (name,))[name]
     frames = [model.frame([row]) for row in model.rows]
     out = _time(model.model.predict_proba, frames, seconds)
     predictor = rtserve.load(model.bundle_path)

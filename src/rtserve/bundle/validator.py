@@ -223,19 +223,36 @@ def _with_fast_path(fast: _Fast, general: _Check) -> _Check:
 def _float_fast(spec: FieldSpec) -> _Fast:
     low = -np.inf if spec.minimum is None else spec.minimum
     high = np.inf if spec.maximum is None else spec.maximum
+    fill = _missing_fill(spec, low, high)
 
     def fast(values: Sequence[Any]) -> AnyArray | None:
+        gaps = False
         for v in values:
             kind = type(v)
             # NaN fails both comparisons; inf - inf is NaN, so non-finite values drop out too
             if (kind is not float and kind is not int) or not low <= v <= high or v - v != 0:
+                if (v is None or v is MISSING) and fill is not None:
+                    gaps = True
+                    continue
                 return None
+        if gaps:
+            values = [fill if v is None or v is MISSING else v for v in values]
         try:
             return np.array(values, dtype=np.float64)
         except OverflowError:
             return None
 
     return fast
+
+
+def _missing_fill(spec: FieldSpec, low: float, high: float) -> float | None:
+    """What a missing number becomes without a violation (NaN, or the imputed constant inside
+    the declared bounds); None when a missing value needs the general check's report."""
+    if spec.missing is MissingPolicy.PASS:
+        return np.nan
+    if spec.missing is MissingPolicy.IMPUTE and low <= float(spec.impute) <= high:  # type: ignore[arg-type]
+        return float(spec.impute)  # type: ignore[arg-type]
+    return None
 
 
 def _enforced_allowed(spec: FieldSpec) -> frozenset[Any] | None:
@@ -263,11 +280,22 @@ def _int_fast(spec: FieldSpec) -> _Fast:
 
 def _string_fast(spec: FieldSpec) -> _Fast:
     allowed = _enforced_allowed(spec)
+    # a missing string becomes None (passed on) or the imputed constant, as in the general check
+    fills = spec.missing is not MissingPolicy.REJECT
+    fill = spec.impute if spec.missing is MissingPolicy.IMPUTE else None
 
     def fast(values: Sequence[Any]) -> AnyArray | None:
+        gaps = False
         for v in values:
-            if type(v) is not str or (allowed is not None and v not in allowed):
+            if type(v) is not str:
+                if fills and (v is None or v is MISSING):
+                    gaps = True
+                    continue
                 return None
+            if allowed is not None and v not in allowed:
+                return None
+        if gaps:
+            values = [fill if v is None or v is MISSING else v for v in values]
         out = np.empty(len(values), dtype=object)
         out[:] = values
         return out

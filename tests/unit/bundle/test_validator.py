@@ -378,3 +378,64 @@ def test_any_json_like_records_validate_or_raise_an_input_error(payload: Any) ->
 def test_any_json_like_columns_validate_or_raise_an_input_error(payload: Any) -> None:
     with contextlib.suppress(ValidationError, MalformedRequestError):
         _STRICT.columns(payload)
+
+
+_MISSING_POLICIES = [
+    {"missing": "pass"},
+    {"missing": "reject"},
+    {"missing": "impute", "impute": 1.5},
+    {"missing": "impute", "impute": 99.0},  # outside the declared maximum below
+]
+
+
+@pytest.mark.parametrize("policy", _MISSING_POLICIES, ids=lambda p: str(list(p.values())))
+@given(
+    numbers=st.lists(
+        st.one_of(st.none(), st.floats(-20, 20), st.integers(-20, 20), st.just("x")),
+        min_size=1,
+        max_size=8,
+    ),
+    words=st.lists(
+        st.one_of(st.none(), st.sampled_from(["a", "b", "zz"]), st.just(3)), min_size=1, max_size=8
+    ),
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_short_requests_validate_exactly_like_long_ones(
+    policy: dict[str, Any], numbers: list[Any], words: list[Any]
+) -> None:
+    """Requests of a few rows take a pure-Python fast path; it must agree with the general one."""
+    string_policy = {**policy, "impute": "a"} if policy["missing"] == "impute" else policy
+    schema = Schema(
+        inputs=[
+            FieldSpec.model_validate({"name": "x", "type": "float", "maximum": 10.0, **policy}),
+            FieldSpec.model_validate(
+                {
+                    "name": "s",
+                    "type": "string",
+                    "allowed": ["a", "b"],
+                    "unseen": "reject",
+                    **string_policy,
+                }
+            ),
+        ],
+        outputs=OutputSpec(task=Task.REGRESSION),
+    )
+    validator = Validator(schema)
+    n = min(len(numbers), len(words))
+    short = {"x": numbers[:n], "s": words[:n]}
+    repeats = 64 // n + 1  # past the fast path's limit, short of the violation cap
+    padded = {name: values * repeats for name, values in short.items()}
+
+    def outcome(columns: dict[str, list[Any]], rows: int) -> Any:
+        try:
+            result = validator.columns(columns)
+        except ValidationError as exc:
+            return sorted({(v.field, v.rule, (v.row or 0) % n) for v in exc.violations})
+        return {
+            k: [None if (isinstance(x, float) and np.isnan(x)) else x for x in v[:rows].tolist()]
+            for k, v in result.items()
+        }
+
+    assert outcome(short, n) == outcome(padded, n)
