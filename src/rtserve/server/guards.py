@@ -1,10 +1,11 @@
-"""The guards on the HTTP side: every route of the table wrapped with auth, rate limit, deadline,
-bounded body reading and cancellation on client disconnect.
+"""The guards on the HTTP side: auth, rate limit, deadline, bounded body reading and
+cancellation on client disconnect, shared by every route.
 
-The route table (``rtserve.server.routes``) gives each route its role; ``guard_route`` turns that
-into checks, in the order that spends the least on a request that will be refused: deadline
-header, credentials and role, rate limit, then the body (bounded in size and time), then the
-endpoint, which is cancelled (with its queued model work) if the client goes away.
+The route table (``rtserve.server.routes``) gives each route its role. Checks run in the order
+that spends the least on a request that will be refused (``admit``): deadline header,
+credentials and role, rate limit; then, for the inference routes, the body (bounded in size and
+time, ``receive_body``) and the prediction, which is cancelled with its queued model work if the
+client goes away (``DisconnectWatch``). ``guard_route`` wraps the other routes for Starlette.
 """
 
 from __future__ import annotations
@@ -118,10 +119,13 @@ async def admit(
 
 
 def guard_route(spec: _Route, guards: Guards) -> Endpoint:
-    """``spec.endpoint`` behind the guards its role calls for (public routes: deadline only)."""
+    """``spec.endpoint`` behind the guards its role calls for (public routes: deadline only).
+
+    These are the routes without a body; the inference routes (``rtserve.server.fastpath``)
+    read theirs with ``receive_body`` and watch for disconnects with ``DisconnectWatch``.
+    """
     endpoint = spec.endpoint
     what = f"{spec.method} {spec.path}"
-    has_body = spec.method in ("POST", "PUT", "PATCH")
 
     async def guarded(request: Request) -> Response:
         host = request.client.host if request.client else None
@@ -129,16 +133,7 @@ def guard_route(spec: _Route, guards: Guards) -> Endpoint:
         request.state.deadline = admitted.deadline
         if admitted.principal is not None:
             request.state.principal = admitted.principal
-        if not has_body:
-            response = await endpoint(request)
-        else:
-            try:
-                await read_body(request)
-                with DisconnectWatch(request.receive) as watch:
-                    response = await watch.run(endpoint(request))
-            except ClientDisconnect:
-                guards.rejections["client_disconnected"] += 1
-                return Response(status_code=CLIENT_CLOSED)
+        response = await endpoint(request)
         if admitted.rate is not None:
             response.headers.update(rate_headers(admitted.rate))
         return response
@@ -146,25 +141,6 @@ def guard_route(spec: _Route, guards: Guards) -> Endpoint:
     guarded.__name__ = getattr(endpoint, "__name__", spec.name)
     guarded.__doc__ = endpoint.__doc__
     return guarded
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, decoded and bounded (see ``receive_body``); read once per request."""
-    cached: bytes | None = getattr(request.state, "body", None)
-    if cached is not None:
-        return cached
-    guards: Guards | None = getattr(request.app.state, "guards", None)
-    limits = (
-        guards.limits
-        if guards is not None
-        else RequestLimits.from_settings(request.app.state.settings)
-    )
-    headers = request.headers
-    body = await receive_body(
-        request.receive, limits, headers.get("content-encoding"), headers.get("content-length")
-    )
-    request.state.body = body
-    return body
 
 
 async def receive_body(
