@@ -101,7 +101,7 @@ class InferenceRouter:
         try:
             client = scope.get("client")
             admitted = await admit(
-                guards, headers, route.role, f"POST {route.path}", client[0] if client else None
+                guards, headers, route.role, route.described, client[0] if client else None
             )
             check_content_type(headers, ACCEPTED_TYPES[route.tag])
             body = await receive_body(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +45,11 @@ class InferenceRoute(Route):
     """An inference route, served as raw ASGI by ``rtserve.server.fastpath`` (the hot path)."""
 
     endpoint: InferenceHandler
+
+    @functools.cached_property
+    def described(self) -> str:
+        """``POST /v2/models/{name}/infer``: how errors name the route."""
+        return f"{self.method} {self.path}"
 
 
 _M = "/v2/models/{name}"
