@@ -101,7 +101,10 @@ def prepare(
     models_dir, bundles_dir = work / "models", work / "bundles"
     models_dir.mkdir(parents=True, exist_ok=True)
     bundles_dir.mkdir(parents=True, exist_ok=True)
-    fields: dict[str, dict[str, list[str]]] = {}
+    index = models_dir / "fields.json"  # every model prepared so far: the peers read it
+    fields: dict[str, dict[str, list[str]]] = (
+        json.loads(index.read_text()) if index.is_file() else {}
+    )
     out: dict[str, BenchModel] = {}
     for name in names:
         joblib_path = models_dir / f"{name}.joblib"
@@ -128,5 +131,5 @@ def prepare(
             meta["categorical"],
             rows,
         )
-    (models_dir / "fields.json").write_text(json.dumps(fields, indent=2))
+    index.write_text(json.dumps(fields, indent=2))
     return out
