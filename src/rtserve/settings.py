@@ -282,7 +282,7 @@ class Settings(BaseSettings):
         description="Batches run at once per model when the runtime is thread-safe (ONNX Runtime).",
     )
     inline_predict_us: float = Field(
-        default=200.0,
+        default=1000.0,
         ge=0,
         description="A lone small request on an idle model whose predict typically takes less "
         "than this many microseconds runs on the event loop, skipping a thread hop (0: never).",

@@ -8,6 +8,7 @@ that long for company; it is 0 by default so an idle server adds no latency.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -63,6 +64,19 @@ def concat_columns(parts: list[Columns]) -> Columns:
     return out
 
 
+def _cost(wall: float, cpu: float) -> float:
+    """What one prediction cost, for the inline decision: its CPU time, unless it took longer
+    than a GIL switch interval, then its wall time.
+
+    In a worker thread the wall time of a fast prediction includes waits for the GIL and the
+    CPU; learning from it kept a 0.1 ms model's estimate above the inline threshold, and every
+    request then paid for the thread hop (twice the p50 at c=1). Those waits last about a
+    switch interval at most, so a longer wall time is the runtime's own: a model that blocks
+    or hangs is never taken for a fast one.
+    """
+    return wall if wall > sys.getswitchinterval() else cpu
+
+
 def _time_out(future: asyncio.Future[tuple[ModelOutput, BatchInfo]]) -> None:
     if not future.done():  # a queued request is then skipped; a running batch's answer dropped
         future.set_exception(TimeoutError())
@@ -104,7 +118,8 @@ class AdaptiveBatcher:
         # back would cost more than the prediction. Under load batches always use the pool, so
         # the loop keeps parsing the next requests while the runtime works.
         self.inline_below = inline_below
-        self._typical_seconds = float("inf")  # moving average of small batches' predict time
+        self._typical_seconds = float("inf")  # least of the recent small batches' predict times
+        self._recent: deque[float] = deque(maxlen=16)
 
     @property
     def queued(self) -> int:
@@ -170,30 +185,29 @@ class AdaptiveBatcher:
 
     def _predict_inline(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:
         self._running += 1
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             output = self._predict(columns)
         finally:
             self._running -= 1
         elapsed = time.perf_counter() - started
-        self._learn(elapsed, rows)
+        self._learn(_cost(elapsed, time.thread_time() - cpu_started), rows)
         self.stats.batches += 1
         self.stats.requests += 1
         self.stats.rows += rows
         return output, BatchInfo(0.0, elapsed, rows, 1)
 
     def _timed_predict(self, columns: Columns) -> tuple[ModelOutput, float]:
-        """Predict in a worker thread, timing the runtime alone."""
-        started = time.perf_counter()
+        """Predict in a worker thread; also return what the prediction cost (see ``_cost``)."""
+        started, cpu_started = time.perf_counter(), time.thread_time()
         output = self._predict(columns)
-        return output, time.perf_counter() - started
+        return output, _cost(time.perf_counter() - started, time.thread_time() - cpu_started)
 
     def _learn(self, seconds: float, rows: int) -> None:
+        """Keep the typical cost of a small batch: the least of the recent ones."""
         if rows <= _INLINE_MAX_ROWS:
-            if self._typical_seconds == float("inf"):
-                self._typical_seconds = seconds
-            else:
-                self._typical_seconds += 0.1 * (seconds - self._typical_seconds)
+            self._recent.append(seconds)
+            self._typical_seconds = min(self._recent)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -222,9 +236,7 @@ class AdaptiveBatcher:
                 predict_seconds = time.perf_counter() - started
                 self._record(batch)
                 batch_rows = sum(p.rows for p in batch)
-                # learn from the runtime's own time, not the hop: thread wake-ups under load
-                # would otherwise keep the estimate above the inline threshold for good
-                self._learn(own_seconds, batch_rows)
+                self._learn(own_seconds, batch_rows)  # the runtime's CPU time, not the hop
                 start = 0
                 for pending in batch:
                     stop = start + pending.rows

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,42 @@ async def test_only_a_request_that_queues_tells_the_request_context_it_waits() -
     finally:
         request_context.unbind(token)
         batcher.close()
+
+
+@run_async
+async def test_one_slow_prediction_does_not_send_a_fast_model_to_the_thread_pool() -> None:
+    threads: list[str] = []
+    slow = [True]
+
+    def sometimes_slow(columns: Columns) -> ModelOutput:
+        threads.append(threading.current_thread().name)
+        if slow[0]:  # e.g. the first call after loading, or a moment of CPU contention
+            slow[0] = False
+            busy_until = time.thread_time() + 0.02
+            while time.thread_time() < busy_until:
+                pass
+        return echo(columns)
+
+    batcher = AdaptiveBatcher(sometimes_slow, inline_below=0.005)
+    await batcher.submit(request(1.0), 1)  # 20 ms of CPU: learned, but not for good
+    for _ in range(3):
+        await batcher.submit(request(1.0), 1)
+    assert threads[-1] == threading.current_thread().name  # back on the event loop
+    batcher.close()
+
+
+@run_async
+async def test_a_runtime_that_blocks_longer_than_a_switch_interval_never_runs_inline() -> None:
+    threads: list[str] = []
+
+    def blocking(columns: Columns) -> ModelOutput:
+        threads.append(threading.current_thread().name)
+        time.sleep(sys.getswitchinterval() * 4)  # no CPU, but the event loop would stall
+        return echo(columns)
+
+    # 20 ms of waiting and next to no CPU: its cost is its wall time, over the 10 ms threshold
+    batcher = AdaptiveBatcher(blocking, inline_below=0.01)
+    for _ in range(3):
+        await batcher.submit(request(1.0), 1)
+    assert all(name.startswith("rt-") for name in threads)
+    batcher.close()
