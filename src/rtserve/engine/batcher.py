@@ -155,25 +155,38 @@ class AdaptiveBatcher:
 
         A request whose ``deadline`` passes while it waits is dropped before its batch runs (its
         caller gets ``DeadlineExceededError``); so is one whose caller was cancelled. Past
-        ``timeout`` seconds of waiting the caller gets ``TimeoutError`` (a timer, not a task: the
-        usual idle-model request runs inline and never waits at all).
+        ``timeout`` seconds of waiting the caller gets ``TimeoutError`` (a timer, not a task: a
+        lone request on an idle, fast model runs inline after one turn of the event loop and
+        never waits at all).
         """
+        loop = asyncio.get_running_loop()
+        pending = _Pending(columns, rows, loop.create_future(), time.perf_counter(), deadline)
         if (
             rows <= _INLINE_MAX_ROWS
             and self._running == 0
             and not self._queue
             and self._typical_seconds < self.inline_below
         ):
-            return self._predict_inline(columns, rows)
-        loop = asyncio.get_running_loop()
-        pending = _Pending(columns, rows, loop.create_future(), time.perf_counter(), deadline)
-        self._queue.append(pending)
-        self._rows_queued += rows
-        if self._running < self.concurrency:
-            self._running += 1
-            drain = loop.create_task(self._drain())
-            self._drains.add(drain)  # a reference keeps the task from being garbage-collected
-            drain.add_done_callback(self._drains.discard)
+            self._running += 1  # hold the runtime: requests arriving meanwhile queue behind us
+            try:
+                # One turn of the event loop: requests already received (under load, a whole
+                # burst) get to validate and queue. Without it every request of a burst found
+                # the runtime idle and ran alone on the loop, and batching never happened.
+                await asyncio.sleep(0)
+            except BaseException:
+                self._running -= 1
+                raise
+            if not self._queue:
+                return self._predict_inline(columns, rows)
+            self._queue.appendleft(pending)  # company came: one batch, this request first
+            self._rows_queued += rows
+            self._start_drain(loop)
+        else:
+            self._queue.append(pending)
+            self._rows_queued += rows
+            if self._running < self.concurrency:
+                self._running += 1
+                self._start_drain(loop)
         request_context.note_waiting()  # the transport may now watch for a disconnect
         if timeout is None:
             return await pending.future
@@ -183,8 +196,14 @@ class AdaptiveBatcher:
         finally:
             timer.cancel()
 
+    def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run queued batches in the pool until the queue is empty (the caller took a slot)."""
+        drain = loop.create_task(self._drain())
+        self._drains.add(drain)  # a reference keeps the task from being garbage-collected
+        drain.add_done_callback(self._drains.discard)
+
     def _predict_inline(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:
-        self._running += 1
+        """Predict on the event loop, in the runtime slot the caller holds (and releases)."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         try:
             output = self._predict(columns)

@@ -261,3 +261,21 @@ async def test_a_runtime_that_blocks_longer_than_a_switch_interval_never_runs_in
         await batcher.submit(request(1.0), 1)
     assert all(name.startswith("rt-") for name in threads)
     batcher.close()
+
+
+@run_async
+async def test_a_burst_on_an_idle_fast_model_forms_batches_instead_of_running_one_by_one() -> None:
+    sizes: list[int] = []
+
+    def fast(columns: Columns) -> ModelOutput:
+        sizes.append(len(columns["x"]))
+        return echo(columns)
+
+    batcher = AdaptiveBatcher(fast, inline_below=1.0)
+    await batcher.submit(request(0.0), 1)  # learns that the runtime is fast
+    await batcher.submit(request(0.0), 1)  # a lone request then runs inline
+    sizes.clear()
+    answers = await asyncio.gather(*(batcher.submit(request(float(i)), 1) for i in range(64)))
+    assert [float(output.value[0]) for output, _ in answers] == [2.0 * i for i in range(64)]
+    assert len(sizes) < 8  # batched: not 64 predictions of one row
+    batcher.close()
