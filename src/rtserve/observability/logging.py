@@ -134,17 +134,14 @@ class _JsonFormatter(structlog.stdlib.ProcessorFormatter):
         entry: dict[str, Any] = {
             key: value for key, value in record.__dict__.items() if key not in _RECORD_KEYS
         }
-        entry["message"] = record.getMessage()
-        entry["level"] = record.levelname.lower()
-        entry["logger"] = record.name
-        entry["time"] = _utc_iso(record.created)
-        entry["pid"] = record.process
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = record.stack_info
-        self.redact(None, record.levelname.lower(), entry)
-        return _dumps(entry)
+        return _render(
+            entry, self.redact, record.getMessage(), record.levelname.lower(), record.name,
+            record.created, record.process,
+        )  # fmt: skip
 
 
 class JsonLineWriter:
@@ -164,13 +161,8 @@ class JsonLineWriter:
 
     def write(self, logger: str, level: str, message: str, fields: dict[str, Any]) -> None:
         """Write one line with ``fields`` and the standard keys."""
-        fields["message"] = message
-        fields["level"] = level
-        fields["logger"] = logger
-        fields["time"] = _utc_iso(time.time())
-        fields["pid"] = os.getpid()
-        self._redact(None, level, fields)
-        line = _dumps(fields) + "\n"
+        line = _render(fields, self._redact, message, level, logger, time.time(), os.getpid())
+        line += "\n"
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -194,6 +186,25 @@ class JsonLineWriter:
         with handler.lock or contextlib.nullcontext():
             handler.stream.write(text)
             handler.stream.flush()
+
+
+def _render(
+    fields: dict[str, Any],
+    redact: Processor,
+    message: str,
+    level: str,
+    logger: str,
+    created: float,
+    pid: int | None,
+) -> str:
+    """``fields`` plus the standard keys, redacted, as one JSON object (the chain's output)."""
+    fields["message"] = message
+    fields["level"] = level
+    fields["logger"] = logger
+    fields["time"] = _utc_iso(created)
+    fields["pid"] = pid
+    redact(None, level, fields)
+    return _dumps(fields)
 
 
 def json_line_writer(logger: logging.Logger) -> JsonLineWriter | None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -27,26 +27,10 @@ from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline, DeadlinePolicy
 from rtserve.guard.limits import BodyBuffer, RequestLimits
 from rtserve.guard.ratelimit import RateLimiter, RateStatus
 from rtserve.observability import context as request_context
+from rtserve.server.routes import Endpoint, RouteSpec
 from rtserve.settings import Settings
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
-
-
-class _Route(Protocol):
-    """What ``guard_route`` reads of a route (``rtserve.server.routes.RouteSpec``; not imported
-    here because routes -> endpoints -> ``read_body`` here)."""
-
-    @property
-    def method(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def endpoint(self) -> Endpoint: ...
 
 
 logger = logging.getLogger("rtserve.guard")
@@ -118,7 +102,7 @@ async def admit(
     return Admitted(deadline, principal, status)
 
 
-def guard_route(spec: _Route, guards: Guards) -> Endpoint:
+def guard_route(spec: RouteSpec, guards: Guards) -> Endpoint:
     """``spec.endpoint`` behind the guards its role calls for (public routes: deadline only).
 
     These are the routes without a body; the inference routes (``rtserve.server.fastpath``)
