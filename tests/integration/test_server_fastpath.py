@@ -78,3 +78,36 @@ def test_a_wrong_method_on_an_inference_path_is_405(client: TestClient) -> None:
     response = client.get("/v2/models/dense/infer")
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
+
+
+def test_middleware_added_after_create_app_sees_inference_requests(dense_bundle: Path) -> None:
+    app = create_app(Settings.load(bundles=[str(dense_bundle)]))
+    seen: list[str] = []
+
+    class Spy:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(scope.get("path", ""))
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(Spy)
+    with TestClient(app) as test_client:
+        wait_ready(test_client)
+        response = test_client.post("/v1/models/dense:predict", json={"instances": [ROW]})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"]
+    assert "/v1/models/dense:predict" in seen
+
+
+def test_the_front_answers_with_the_request_id_it_was_given(client: TestClient) -> None:
+    ok = client.post(
+        "/v1/models/dense:predict", json={"instances": [ROW]}, headers={"x-request-id": "abc-1"}
+    )
+    refused = client.post(
+        "/v1/models/dense:predict", json={"instances": [{}]}, headers={"x-request-id": "abc-2"}
+    )
+    assert (ok.status_code, ok.headers["x-request-id"]) == (200, "abc-1")
+    assert (refused.status_code, refused.headers["x-request-id"]) == (422, "abc-2")
+    assert refused.json()["request_id"] == "abc-2"

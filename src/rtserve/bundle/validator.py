@@ -83,7 +83,13 @@ class Validator:
                     self._unknown(key, row=i)
                     for key in sorted(set(record) - self._name_set, key=str)
                 )
-        columns = {name: [record.get(name, MISSING) for record in records] for name in self._names}
+        if len(records) == 1:  # the usual online request: no inner loop per field
+            record = records[0]
+            columns = {name: [record.get(name, MISSING)] for name in self._names}
+        else:
+            columns = {
+                name: [record.get(name, MISSING) for record in records] for name in self._names
+            }
         return self._run(columns, len(records), violations)
 
     def columns(self, columns: Mapping[str, Sequence[Any] | AnyArray]) -> Columns:

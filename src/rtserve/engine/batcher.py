@@ -29,13 +29,22 @@ from rtserve.types import Columns
 _INLINE_MAX_ROWS = 8
 
 
-@dataclass
+#: A request still waiting this long (seconds) is told so (``RequestContext.on_wait``: its
+#: transport starts watching for a disconnect) and gets its timeout timer. Checked by one timer
+#: per batcher, not one per request: most requests are answered well within it.
+LONG_WAIT_S = 0.05
+
+
+@dataclass(slots=True)
 class _Pending:
     columns: Columns
     rows: int
     future: asyncio.Future[tuple[ModelOutput, BatchInfo]]
     submitted: float
     deadline: Deadline | None = None
+    timeout: float | None = None
+    context: request_context.RequestContext | None = None
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -120,6 +129,8 @@ class AdaptiveBatcher:
         self.inline_below = inline_below
         self._typical_seconds = float("inf")  # least of the recent small batches' predict times
         self._recent: deque[float] = deque(maxlen=16)
+        self._waiting: deque[_Pending] = deque()  # queued requests in submit order (and time)
+        self._long_wait_check: asyncio.TimerHandle | None = None
 
     @property
     def queued(self) -> int:
@@ -155,12 +166,15 @@ class AdaptiveBatcher:
 
         A request whose ``deadline`` passes while it waits is dropped before its batch runs (its
         caller gets ``DeadlineExceededError``); so is one whose caller was cancelled. Past
-        ``timeout`` seconds of waiting the caller gets ``TimeoutError`` (a timer, not a task: a
-        lone request on an idle, fast model runs inline after one turn of the event loop and
-        never waits at all).
+        ``timeout`` seconds of waiting the caller gets ``TimeoutError``: a timer, set only once
+        the request has waited ``LONG_WAIT_S`` (or at once for a shorter timeout), so the many
+        requests answered sooner never create and cancel one. A lone request on an idle, fast
+        model runs inline after one turn of the event loop and never waits at all.
         """
         loop = asyncio.get_running_loop()
-        pending = _Pending(columns, rows, loop.create_future(), time.perf_counter(), deadline)
+        pending = _Pending(
+            columns, rows, loop.create_future(), time.perf_counter(), deadline, timeout
+        )
         if (
             rows <= _INLINE_MAX_ROWS
             and self._running == 0
@@ -187,14 +201,47 @@ class AdaptiveBatcher:
             if self._running < self.concurrency:
                 self._running += 1
                 self._start_drain(loop)
-        request_context.note_waiting()  # the transport may now watch for a disconnect
-        if timeout is None:
-            return await pending.future
-        timer = loop.call_later(timeout, _time_out, pending.future)
+        self._watch_wait(pending, loop)
         try:
             return await pending.future
         finally:
-            timer.cancel()
+            if pending.timer is not None:
+                pending.timer.cancel()
+
+    def _watch_wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
+        """Have ``pending`` checked once it has waited ``LONG_WAIT_S`` (see ``_on_long_wait``)."""
+        if pending.timeout is not None and pending.timeout < LONG_WAIT_S:
+            pending.timer = loop.call_later(pending.timeout, _time_out, pending.future)
+        pending.context = request_context.current()
+        self._waiting.append(pending)
+        if self._long_wait_check is None:
+            self._long_wait_check = loop.call_later(LONG_WAIT_S, self._check_long_waits)
+
+    def _check_long_waits(self) -> None:
+        """Requests queued ``LONG_WAIT_S`` ago and still waiting: tell their request context
+        (a transport then watches for a disconnect) and start their timeout timers."""
+        self._long_wait_check = None
+        now = time.perf_counter()
+        waiting = self._waiting
+        while waiting and waiting[0].submitted + LONG_WAIT_S <= now:
+            pending = waiting.popleft()
+            if pending.future.done():
+                continue
+            if pending.timer is None and pending.timeout is not None:
+                left = pending.timeout - (now - pending.submitted)
+                if left <= 0:
+                    _time_out(pending.future)
+                    continue
+                pending.timer = pending.future.get_loop().call_later(
+                    left, _time_out, pending.future
+                )
+            context = pending.context
+            if context is not None and context.on_wait is not None:
+                context.on_wait()
+        if waiting:
+            self._long_wait_check = asyncio.get_running_loop().call_later(
+                waiting[0].submitted + LONG_WAIT_S - now, self._check_long_waits
+            )
 
     def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run queued batches in the pool until the queue is empty (the caller took a slot)."""

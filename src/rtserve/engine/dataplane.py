@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 from rtserve.bundle.jsonschema import record_schema
 from rtserve.bundle.schema import Schema
@@ -32,6 +32,7 @@ from rtserve.protocol import records, v2
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
+T = TypeVar("T")
 #: Bodies larger than this are decoded and validated off the event loop.
 OFFLOAD_BYTES = 64 << 10
 SERVER_NAME = "rtserve"
@@ -150,7 +151,7 @@ class DataPlane:
             return request, columns
 
         started = time.perf_counter()
-        request, columns = await _observed_decode(decode, len(body), predictor.schema)
+        request, columns = await _decode(decode, len(body), predictor.schema)
         output, fallback = await self._predict(
             served, batcher, columns, started, protocol="v2", request_id=request_id,
             deadline=deadline,
@@ -194,7 +195,7 @@ class DataPlane:
             return columns
 
         started = time.perf_counter()
-        columns = await _observed_decode(decode, len(body), predictor.schema)
+        columns = await _decode(decode, len(body), predictor.schema)
         output, fallback = await self._predict(
             served, batcher, columns, started, protocol="records", request_id=request_id,
             deadline=deadline,
@@ -269,11 +270,11 @@ class DataPlane:
         return output, fallback
 
 
-async def _observed_decode(work: Any, size: int, schema: Schema) -> Any:
+def _observed_decode(work: Callable[[], T], schema: Schema) -> T:
     """Decode + validate, telling the request context how long it took and what was refused."""
     started = time.perf_counter()
     try:
-        return await _maybe_offload(work, size)
+        return work()
     except InputError as exc:
         if isinstance(exc, ValidationError):
             request_context.note_rejection(schema.field_names, exc.violations)
@@ -285,11 +286,13 @@ async def _observed_decode(work: Any, size: int, schema: Schema) -> Any:
         request_context.note_validation(started, time.perf_counter())
 
 
-async def _maybe_offload(work: Any, size: int) -> Any:
-    if size > OFFLOAD_BYTES:
-        request_context.note_waiting()
-        return await asyncio.to_thread(work)
-    return work()
+async def _decode(work: Callable[[], T], size: int, schema: Schema) -> T:
+    """``_observed_decode`` on the event loop for a small body; in a thread for a large one,
+    so that the loop keeps serving other requests meanwhile (the request counts as waiting)."""
+    if size <= OFFLOAD_BYTES:
+        return _observed_decode(work, schema)
+    request_context.note_waiting()
+    return await asyncio.to_thread(_observed_decode, work, schema)
 
 
 def _schema_of(served: ServedModel) -> Schema:

@@ -9,7 +9,7 @@ from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class BatchInfo:
     """How a request travelled through the batcher."""
 
@@ -19,7 +19,7 @@ class BatchInfo:
     batch_requests: int  # requests in that batch
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PredictionEvent:
     """One answered prediction request (all rows of it), for metrics, drift and decision logs."""
 

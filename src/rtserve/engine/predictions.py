@@ -12,7 +12,7 @@ from rtserve.runtimes.base import ModelOutput
 from rtserve.types import AnyArray, Task
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Predictions:
     """Outputs for a batch of rows, in row order.
 

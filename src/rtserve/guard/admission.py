@@ -19,7 +19,7 @@ QUEUE_FULL = "queue_full"
 EXPECTED_WAIT = "expected_wait"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QueueState:
     """What the batcher holds for one model right now."""
 

@@ -15,7 +15,7 @@ TIMEOUT_HEADER = "x-request-timeout-ms"
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Deadline:
     """A point on the monotonic clock after which the request's answer is worthless."""
 

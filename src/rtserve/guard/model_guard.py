@@ -44,7 +44,7 @@ RUNTIME_ERROR = "runtime_error"
 RUNTIME_TIMEOUT = "runtime_timeout"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome(Generic[T]):
     """The hardened answer, the batcher's info (None for a fallback) and the fallback mode used."""
 

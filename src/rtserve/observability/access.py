@@ -21,7 +21,7 @@ from rtserve.observability.tracing import Tracer
 access_logger = logging.getLogger("rtserve.access")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Finished:
     """How the HTTP layer saw one request end."""
 

@@ -34,7 +34,7 @@ class Violation(Protocol):
         """The broken rule (``type``, ``minimum``, ``required``, ``unknown_field`` ...)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestContext:
     """Facts about one request, filled in as it goes; times are ``time.perf_counter`` values."""
 

@@ -14,7 +14,7 @@ from rtserve.bundle.schema import OutputSpec
 from rtserve.types import AnyArray, Columns
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ModelOutput:
     """Raw outputs for a batch of rows: label + probabilities, or value (same row order)."""
 

@@ -8,12 +8,14 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from rtserve.engine.dataplane import DataPlane, _version
 from rtserve.engine.manager import ModelManager
@@ -21,7 +23,7 @@ from rtserve.observability.hub import Observability
 from rtserve.server.error_handlers import EXCEPTION_HANDLERS
 from rtserve.server.fastpath import InferenceRouter
 from rtserve.server.guards import Guards, guard_route
-from rtserve.server.middleware import RequestContextMiddleware
+from rtserve.server.middleware import RequestContextMiddleware, RequestTracker
 from rtserve.server.observe import ManagerCatalog
 from rtserve.server.openapi import DOCS_HTML, openapi_document
 from rtserve.server.routes import ROUTES, InferenceRoute, RouteSpec
@@ -73,7 +75,8 @@ def create_app(
 
     guards = Guards.from_settings(settings)  # auth, rate limits, deadlines, body limits
     inference = [r for r in ROUTES if isinstance(r, InferenceRoute)]
-    router = InferenceRouter(routes=inference, guards=guards, plane=plane)
+    tracker = RequestTracker(observability.access)
+    router = InferenceRouter(routes=inference, guards=guards, plane=plane, tracker=tracker)
     routes = [
         Route(r.path, guard_route(r, guards), methods=[r.method], name=r.name)
         for r in ROUTES
@@ -87,14 +90,13 @@ def create_app(
         Route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False),
         Route("/docs", docs, methods=["GET"], include_in_schema=False),
     ]
-    app = Starlette(
+    app = RtserveApp(
         routes=routes,
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )
-    # outermost first: request id + access record, then the hot path, then Starlette's router
-    app.add_middleware(router.wrap)
-    app.add_middleware(RequestContextMiddleware, recorder=observability.access)
+    app.add_middleware(RequestContextMiddleware, tracker=tracker)  # request id + access record
+    app.front = router
     app.state.settings = settings
     app.state.manager = manager
     app.state.dataplane = plane
@@ -102,6 +104,44 @@ def create_app(
     app.state.guards = guards
     app.state.inference_router = router
     return app
+
+
+class RtserveApp(Starlette):
+    """Starlette, with the inference requests served ahead of its middleware stack.
+
+    ``front`` takes the requests it recognises before Starlette's error middleware, request
+    middleware and router: for a small model those layers cost as much as the prediction. It
+    steps aside once anyone adds middleware to the app (an embedding service's CORS or auth),
+    so that middleware sees inference requests too: Starlette's router serves them then.
+    """
+
+    front: InferenceRouter | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._own_middleware = 0
+
+    def add_middleware(self, *args: Any, **kwargs: Any) -> None:
+        """Starlette's ``add_middleware``; middleware added after ``create_app`` also sees the
+        inference requests."""
+        super().add_middleware(*args, **kwargs)
+        if self.front is None:
+            self._own_middleware = len(self.user_middleware)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve an inference request at once, anything else through Starlette."""
+        front = self.front
+        if (
+            front is not None
+            and scope["type"] == "http"
+            and len(self.user_middleware) == self._own_middleware
+        ):
+            matched = front.match(scope)
+            if matched is not None:
+                scope["app"] = self
+                await front.front(*matched, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _freeze_long_lived(_: object) -> None:

@@ -104,7 +104,7 @@ async def model_description(request: Request) -> Response:
 # same guards as every other route.
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferenceCall:
     """One admitted inference request: the route's parameters, headers and (bounded) body."""
 

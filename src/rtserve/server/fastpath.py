@@ -1,10 +1,11 @@
 """The inference routes as raw ASGI: the hot path of every prediction.
 
-Starlette's router, ``Request`` objects and exception middleware cost more per request than a
-small model's prediction. ``InferenceRouter`` sits in front of them and serves the route table's
-``InferenceRoute`` entries itself, with the same guards as every other route (``admit``, bounded
-body, disconnect watch) and the same error mapping (``error_handlers``); any other request
-passes through to Starlette unchanged. A request answered inline creates no task and no timer.
+Starlette's middleware stack, router, ``Request`` objects and exception middleware cost more per
+request than a small model's prediction. ``InferenceRouter`` serves the route table's
+``InferenceRoute`` entries ahead of all of them (``RtserveApp`` hands it the requests it
+recognises), with the same guards as every other route (``admit``, bounded body, disconnect
+watch), the same error mapping (``error_handlers``) and the same request id and access record
+(``RequestTracker``). A request answered inline creates no task and no timer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rtserve.server.guards import (
     rate_headers,
     receive_body,
 )
+from rtserve.server.middleware import RequestTracker
 from rtserve.server.routes import InferenceRoute
 
 _PARAMETER = re.compile(r"\{(\w+)\}")
@@ -43,45 +45,64 @@ def _pattern(path: str) -> re.Pattern[str]:
 
 
 class InferenceRouter:
-    """Raw-ASGI middleware: serve the inference routes, pass everything else to ``app``.
+    """The inference routes as raw ASGI.
 
-    It runs inside ``RequestContextMiddleware`` (request id, access record) and sets
-    ``scope["endpoint"]`` as Starlette's router would, so the access record labels the request
-    with its route's protocol.
+    ``front`` serves a request ``match`` recognised ahead of Starlette's middleware stack, doing
+    itself what ``RequestContextMiddleware`` does for every other route (``RequestTracker``).
+    ``serve`` is the route itself; Starlette's router calls it too (``starlette_endpoint``), so
+    a request the front does not take gets the same answer. It sets ``scope["endpoint"]`` as
+    Starlette's router would, so the access record labels the request with its protocol.
     """
 
     def __init__(
-        self, *, routes: Sequence[InferenceRoute], guards: Guards, plane: DataPlane
+        self,
+        *,
+        routes: Sequence[InferenceRoute],
+        guards: Guards,
+        plane: DataPlane,
+        tracker: RequestTracker,
     ) -> None:
-        self.app: ASGIApp = _no_app
         self.guards = guards
         self.plane = plane
+        self.tracker = tracker
         self._routes = [(_pattern(route.path), route) for route in routes]
         self._prefixes = tuple({route.path.split("{", 1)[0] for route in routes})
 
-    def wrap(self, app: ASGIApp) -> ASGIApp:
-        """Put this router in front of ``app`` (a middleware factory for ``add_middleware``)."""
-        self.app = app
-        return self
+    def match(self, scope: Scope) -> tuple[InferenceRoute, dict[str, str]] | None:
+        """The inference route of an HTTP request and its path parameters, if it is one."""
+        if scope["method"] != "POST":
+            return None
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a prefix
+            path = path[len(root) :]
+        if path.startswith(self._prefixes):
+            for pattern, route in self._routes:
+                found = pattern.fullmatch(path)
+                if found is not None:
+                    return route, found.groupdict()
+        return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve an inference request, or hand the scope on."""
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
-            if root and path.startswith(root):  # mounted under a prefix
-                path = path[len(root) :]
-            if path.startswith(self._prefixes):
-                for pattern, route in self._routes:
-                    match = pattern.fullmatch(path)
-                    if match is not None:
-                        await self.serve(route, match.groupdict(), scope, receive, send)
-                        return
-        await self.app(scope, receive, send)
+    async def front(
+        self,
+        route: InferenceRoute,
+        params: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Serve a matched request with its request id, context and access record."""
+        context, token = self.tracker.begin(scope)
+        status = 500
+        try:
+            id_header = (b"x-request-id", context.request_id.encode("latin-1"))
+            status = await self.serve(route, params, scope, receive, send, id_header)
+        finally:
+            self.tracker.end(scope, context, token, status)
 
     def starlette_endpoint(self, route: InferenceRoute) -> ASGIApp:
-        """The same route for Starlette's router, which still answers what this one passes on
-        (405 for a wrong method, paths under a mount this router does not recognise)."""
+        """The same route for Starlette's router, which answers what the front does not take
+        (405 for a wrong method; every request once middleware was added to the app)."""
         return _RouteApp(self, route)
 
     async def serve(
@@ -91,8 +112,10 @@ class InferenceRouter:
         scope: Scope,
         receive: Receive,
         send: Send,
-    ) -> None:
-        """Guards, body, prediction and reply (or the mapped error) for one inference request."""
+        id_header: tuple[bytes, bytes] | None = None,
+    ) -> int:
+        """Guards, body, prediction and reply (or the mapped error) for one inference request;
+        returns the status sent. ``id_header`` goes on the response (the front's request id)."""
         scope["endpoint"] = route.endpoint  # the access record's protocol label
         guards = self.guards
         # ASGI header names are lower-case; the first of repeated headers wins, as in Starlette
@@ -123,20 +146,19 @@ class InferenceRouter:
                 reply = await watch.run(route.endpoint(call))
         except ClientDisconnect:
             guards.rejections["client_disconnected"] += 1
-            await Response(status_code=CLIENT_CLOSED)(scope, receive, send)
-            return
+            response = Response(status_code=CLIENT_CLOSED)
         except RtserveError as exc:
-            await (await handle_rtserve_error(Request(scope), exc))(scope, receive, send)
-            return
+            response = await handle_rtserve_error(Request(scope), exc)
         except Exception as exc:  # noqa: BLE001 - logged there; the client learns nothing internal
-            await (await handle_unexpected(Request(scope), exc))(scope, receive, send)
-            return
-        extra = rate_headers(admitted.rate) if admitted.rate is not None else None
-        await _send_reply(send, reply, extra)
-
-
-async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
-    raise RuntimeError("InferenceRouter.wrap(app) was not called")
+            response = await handle_unexpected(Request(scope), exc)
+        else:
+            extra = rate_headers(admitted.rate) if admitted.rate is not None else None
+            await _send_reply(send, reply, extra, id_header)
+            return 200
+        if id_header is not None:
+            response.raw_headers.append(id_header)
+        await response(scope, receive, send)
+        return response.status_code
 
 
 class _RouteApp:
@@ -150,7 +172,12 @@ class _RouteApp:
         await self.router.serve(self.route, scope["path_params"], scope, receive, send)
 
 
-async def _send_reply(send: Send, reply: Reply, extra: dict[str, str] | None) -> None:
+async def _send_reply(
+    send: Send,
+    reply: Reply,
+    extra: dict[str, str] | None,
+    id_header: tuple[bytes, bytes] | None,
+) -> None:
     media = reply.headers.get("Content-Type", JSON)
     head = [
         (b"content-type", media.encode("latin-1")),
@@ -161,5 +188,7 @@ async def _send_reply(send: Send, reply: Reply, extra: dict[str, str] | None) ->
             head.append((key.lower().encode("latin-1"), value.encode("latin-1")))
     if extra:
         head += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    if id_header is not None:
+        head.append(id_header)
     await send({"type": "http.response.start", "status": 200, "headers": head})
     await send({"type": "http.response.body", "body": reply.body})

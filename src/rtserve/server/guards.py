@@ -36,8 +36,6 @@ T = TypeVar("T")
 logger = logging.getLogger("rtserve.guard")
 #: Status logged for a request whose client left before the answer (nginx's convention).
 CLIENT_CLOSED = 499
-#: Seconds a request waits (queued for its batch) before its client's connection is watched.
-WATCH_AFTER_S = 0.05
 
 
 @dataclass
@@ -62,7 +60,7 @@ class Guards:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Admitted:
     """What the access guards established about a request before its body is read."""
 
@@ -164,21 +162,22 @@ async def receive_body(
 class DisconnectWatch:
     """Cancels a request's work (and its queued model work) if the client goes away meanwhile.
 
-    Watching needs a task that waits on ``receive``. It starts only once the work has waited
-    ``WATCH_AFTER_S`` (the batcher says when a request queues, through
-    ``RequestContext.on_wait``): a request answered inline, or from a batch that runs within
-    that time, costs no task at all, and cancelling work that is about to run saves nothing.
+    Watching needs a task that waits on ``receive``. It starts only when the work says it is
+    waiting (``RequestContext.on_wait``: the batcher calls it for a request still queued after
+    ``LONG_WAIT_S``, the data plane when it decodes a large body in a thread): a request answered
+    inline, or from a batch that runs soon, costs no task at all, and cancelling work that is
+    about to run saves nothing.
     """
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._owner: asyncio.Task[object] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._context: request_context.RequestContext | None = None
         self.gone = False
 
     def __enter__(self) -> DisconnectWatch:
+        self._owner = asyncio.current_task()  # ``start`` may be called from a timer callback
         self._context = request_context.current()
         if self._context is not None:
             self._context.on_wait = self.start
@@ -187,27 +186,18 @@ class DisconnectWatch:
     def __exit__(self, *exc_info: object) -> None:
         if self._context is not None:
             self._context.on_wait = None
-        if self._timer is not None:
-            self._timer.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
 
-    def start(self, after: float = WATCH_AFTER_S) -> None:
-        """Watch from ``after`` seconds on, for the current task (idempotent)."""
-        if self._owner is None:
-            self._owner = asyncio.current_task()
-            if after > 0:
-                self._timer = asyncio.get_running_loop().call_later(after, self._begin)
-            else:
-                self._begin()
-
-    def _begin(self) -> None:
-        self._watcher = asyncio.ensure_future(self._watch())
+    def start(self) -> None:
+        """Watch from now on (idempotent)."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch())
 
     async def run(self, work: Awaitable[T]) -> T:
         """Await ``work``; raise ``ClientDisconnect`` if the client left before it finished."""
         if self._context is None:
-            self.start(after=0)  # nobody will say when the work waits: watch all along
+            self.start()  # nobody will say when the work waits: watch all along
         try:
             return await work
         except asyncio.CancelledError:

@@ -1,7 +1,9 @@
-"""Pure-ASGI middleware: a request id on every request and response, and one access record.
+"""A request id on every request and response, and one access record.
 
-It binds a ``RequestContext`` (request id, ``traceparent``) that the data plane fills in, and at
-the end hands it to the ``AccessRecorder``: request metrics, the access-log line, trace spans.
+``RequestTracker`` binds a ``RequestContext`` (request id, ``traceparent``) that the data plane
+fills in, and at the end hands it to the ``AccessRecorder``: request metrics, the access-log line,
+trace spans. ``RequestContextMiddleware`` applies it to every route Starlette serves; the
+inference front (``rtserve.server.fastpath``) applies it itself.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import logging
 import os
 import re
 import time
+from contextvars import Token
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rtserve.observability import context as request_context
 from rtserve.observability.access import AccessRecorder, Finished
+from rtserve.observability.context import RequestContext
 from rtserve.server.routes import ROUTES
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -47,23 +51,17 @@ class _RequestIds:
 _new_request_id = _RequestIds()
 
 
-class RequestContextMiddleware:
-    """Accept a sane ``X-Request-ID`` or make one, expose it in ``scope["state"]``, echo it, and
-    record each request once (no bodies, no credentials, no input values)."""
+class RequestTracker:
+    """What every HTTP request gets: a sane ``X-Request-ID`` accepted or made, exposed in
+    ``scope["state"]`` and bound as the ``RequestContext``; at the end, one access record (no
+    bodies, no credentials, no input values). Shared by the middleware and the inference front."""
 
-    def __init__(
-        self, app: ASGIApp, *, access_log: bool = True, recorder: AccessRecorder | None = None
-    ) -> None:
-        self.app = app
-        self.recorder = (
-            recorder if recorder is not None else AccessRecorder(None, access_log=access_log)
-        )
+    def __init__(self, recorder: AccessRecorder) -> None:
+        self.recorder = recorder
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI connection (HTTP requests are recorded, others pass through)."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def begin(self, scope: Scope) -> tuple[RequestContext, Token[RequestContext | None]]:
+        """Bind the request's context; the caller echoes ``context.request_id`` and calls
+        ``end`` exactly once."""
         started = time.perf_counter()
         request_id = ""
         traceparent: str | None = None
@@ -79,11 +77,64 @@ class RequestContextMiddleware:
         if not request_id:
             request_id = _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode("latin-1"))
-        status = 500
-        context = request_context.RequestContext(request_id, started, traceparent)
+        context = RequestContext(request_id, started, traceparent)
         token = request_context.bind(context)
         self.recorder.started()
+        return context, token
+
+    def end(
+        self,
+        scope: Scope,
+        context: RequestContext,
+        token: Token[RequestContext | None],
+        status: int,
+    ) -> None:
+        """Unbind the context and record the request (never raises into the request)."""
+        request_context.unbind(token)
+        name = getattr(scope.get("endpoint"), "__name__", None)
+        protocol = _PROTOCOL_OF.get(name, _UNROUTED) if name else _UNROUTED
+        end = Finished(
+            scope["method"],
+            scope["path"],
+            protocol,
+            name if protocol != _UNROUTED and name else _UNROUTED,
+            status,
+            time.perf_counter(),
+        )
+        try:
+            self.recorder.finished(context, end)
+        except Exception:
+            logger.exception("recording request %s failed", context.request_id)
+
+
+class RequestContextMiddleware:
+    """Pure-ASGI middleware giving every HTTP request what ``RequestTracker`` gives it, and the
+    ``X-Request-ID`` header on its response."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        access_log: bool = True,
+        recorder: AccessRecorder | None = None,
+        tracker: RequestTracker | None = None,
+    ) -> None:
+        self.app = app
+        if tracker is None:
+            recorder = (
+                recorder if recorder is not None else AccessRecorder(None, access_log=access_log)
+            )
+            tracker = RequestTracker(recorder)
+        self.tracker = tracker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection (HTTP requests are recorded, others pass through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        context, token = self.tracker.begin(scope)
+        header = (b"x-request-id", context.request_id.encode("latin-1"))
+        status = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -95,18 +146,4 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            request_context.unbind(token)
-            name = getattr(scope.get("endpoint"), "__name__", None)
-            protocol = _PROTOCOL_OF.get(name, _UNROUTED) if name else _UNROUTED
-            end = Finished(
-                scope["method"],
-                scope["path"],
-                protocol,
-                name if protocol != _UNROUTED and name else _UNROUTED,
-                status,
-                time.perf_counter(),
-            )
-            try:
-                self.recorder.finished(context, end)
-            except Exception:
-                logger.exception("recording request %s failed", request_id)
+            self.tracker.end(scope, context, token, status)

@@ -207,21 +207,47 @@ async def test_a_queued_request_times_out_by_a_timer_and_its_rows_never_run() ->
 
 
 @run_async
-async def test_only_a_request_that_queues_tells_the_request_context_it_waits() -> None:
+async def test_only_a_request_still_queued_after_a_long_wait_tells_the_request_context() -> None:
+    from rtserve.engine.batcher import LONG_WAIT_S
     from rtserve.observability import context as request_context
 
     waits: list[str] = []
+    delay = [2 * LONG_WAIT_S]
+
+    def slow_then_fast(columns: Columns) -> ModelOutput:
+        time.sleep(delay[0])
+        return echo(columns)
+
     context = request_context.RequestContext("r", 0.0, on_wait=lambda: waits.append("r"))
     token = request_context.bind(context)
+    batcher = AdaptiveBatcher(slow_then_fast)  # never inline: every request queues
     try:
-        batcher = AdaptiveBatcher(echo, inline_below=1.0)
-        await batcher.submit(request(1.0), 1)  # learns the runtime's time: queued in a thread
+        await batcher.submit(request(1.0), 1)  # slow: still waiting at the check
         assert waits == ["r"]
-        await batcher.submit(request(1.0), 1)  # inline on the loop: nothing to wait for
+        delay[0] = 0.0
+        await batcher.submit(request(1.0), 1)  # answered before the check: nothing to tell
+        await asyncio.sleep(2 * LONG_WAIT_S)
         assert waits == ["r"]
     finally:
         request_context.unbind(token)
         batcher.close()
+
+
+@run_async
+async def test_a_timeout_longer_than_the_long_wait_still_fires_on_time() -> None:
+    from rtserve.engine.batcher import LONG_WAIT_S
+
+    def hangs(columns: Columns) -> ModelOutput:
+        time.sleep(6 * LONG_WAIT_S)
+        return echo(columns)
+
+    batcher = AdaptiveBatcher(hangs)
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError):
+        await batcher.submit(request(1.0), 1, timeout=3 * LONG_WAIT_S)
+    waited = time.perf_counter() - started
+    assert 3 * LONG_WAIT_S <= waited < 5 * LONG_WAIT_S
+    batcher.close()
 
 
 @run_async
