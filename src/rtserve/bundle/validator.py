@@ -68,11 +68,13 @@ class Validator:
 
     def records(self, records: Sequence[Any]) -> Columns:
         """Validate a list of ``{field: value}`` rows."""
-        if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
+        if type(records) is not list and (  # type() first: an ABC check costs a microsecond
+            not isinstance(records, Sequence) or isinstance(records, (str, bytes))
+        ):
             raise MalformedRequestError("instances: expected a list of objects (one per row)")
         violations: list[FieldViolation] = []
         for i, record in enumerate(records):
-            if not isinstance(record, Mapping):
+            if type(record) is not dict and not isinstance(record, Mapping):
                 raise MalformedRequestError(
                     f"instances[{i}]: expected an object of field values, got "
                     f"{type(record).__name__}",

@@ -31,7 +31,8 @@ _INLINE_MAX_ROWS = 8
 
 #: A request still waiting this long (seconds) is told so (``RequestContext.on_wait``: its
 #: transport starts watching for a disconnect) and gets its timeout timer. Checked by one timer
-#: per batcher, not one per request: most requests are answered well within it.
+#: per batcher, at most four times per such wait, not one timer per request: most requests are
+#: answered well within it.
 LONG_WAIT_S = 0.05
 
 
@@ -238,9 +239,10 @@ class AdaptiveBatcher:
             context = pending.context
             if context is not None and context.on_wait is not None:
                 context.on_wait()
-        if waiting:
+        if waiting:  # not sooner than a quarter of the wait: a few checks per wait, at most
+            due = max(waiting[0].submitted + LONG_WAIT_S - now, LONG_WAIT_S / 4)
             self._long_wait_check = asyncio.get_running_loop().call_later(
-                waiting[0].submitted + LONG_WAIT_S - now, self._check_long_waits
+                due, self._check_long_waits
             )
 
     def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:

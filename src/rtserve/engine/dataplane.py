@@ -147,7 +147,8 @@ class DataPlane:
             raw = v2.columns_from_inputs(request, predictor.schema)
             check_rows(rows_of(raw), limits.max_instances, "inputs")
             columns = predictor.validator.columns(raw)
-            check_strings(columns, limits.max_string_length)
+            if len(body) > limits.max_string_length:  # else no string can be that long
+                check_strings(columns, limits.max_string_length)
             return request, columns
 
         started = time.perf_counter()
@@ -191,7 +192,8 @@ class DataPlane:
             check_json_depth(body, limits.max_json_depth)
             check_rows(len(instances), limits.max_instances, "instances")
             columns = validator.records(instances)
-            check_strings(columns, limits.max_string_length)
+            if len(body) > limits.max_string_length:  # else no string can be that long
+                check_strings(columns, limits.max_string_length)
             return columns
 
         started = time.perf_counter()
