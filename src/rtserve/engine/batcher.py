@@ -3,6 +3,9 @@
 A request that finds the runtime idle runs at once; requests that arrive while a batch runs wait and
 form the next batch together (up to ``max_batch_size`` rows). ``max_wait`` lets a lone request wait
 that long for company; it is 0 by default so an idle server adds no latency.
+
+Batches run in the runtime's thread pool (ONNX Runtime releases the GIL), except those expected to
+cost less than ``inline_below``: for a fast model the hop to a thread costs more than the batch.
 """
 
 from __future__ import annotations
@@ -130,6 +133,8 @@ class AdaptiveBatcher:
         self.inline_below = inline_below
         self._typical_seconds = float("inf")  # least of the recent small batches' predict times
         self._recent: deque[float] = deque(maxlen=16)
+        self._per_row = float("inf")  # least of the recent batches' cost per row
+        self._recent_per_row: deque[float] = deque(maxlen=16)
         self._waiting: deque[_Pending] = deque()  # queued requests in submit order (and time)
         self._long_wait_check: asyncio.TimerHandle | None = None
 
@@ -266,16 +271,33 @@ class AdaptiveBatcher:
         return output, BatchInfo(0.0, elapsed, rows, 1)
 
     def _timed_predict(self, columns: Columns) -> tuple[ModelOutput, float]:
-        """Predict in a worker thread; also return what the prediction cost (see ``_cost``)."""
+        """Predict (in a worker thread, or inline for a cheap batch); also return what the
+        prediction cost (see ``_cost``)."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         output = self._predict(columns)
         return output, _cost(time.perf_counter() - started, time.thread_time() - cpu_started)
 
     def _learn(self, seconds: float, rows: int) -> None:
-        """Keep the typical cost of a small batch: the least of the recent ones."""
+        """Keep the typical cost of a small batch and of a row: the least of the recent ones."""
         if rows <= _INLINE_MAX_ROWS:
             self._recent.append(seconds)
             self._typical_seconds = min(self._recent)
+        if rows > 0:
+            self._recent_per_row.append(seconds / rows)
+            self._per_row = min(self._recent_per_row)
+
+    def _inline_batch(self, rows: int) -> bool:
+        """Whether a batch of ``rows`` is expected to cost less than ``inline_below``, so that it
+        runs on the event loop rather than in the runtime's thread.
+
+        On a busy core the hop to the thread and back costs more than a fast model's batch: the
+        thread must wait for the event loop to hand over the GIL (up to a switch interval, 5 ms,
+        at both ends), and every request of the batch waits with it. With several runtime threads
+        batches always go to the pool, so that they can run at once.
+        """
+        if self.concurrency > 1:
+            return False
+        return self._typical_seconds + self._per_row * rows < self.inline_below
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -287,13 +309,18 @@ class AdaptiveBatcher:
                 if not batch:
                     continue
                 merged = concat_columns([p.columns for p in batch])
+                batch_rows = sum(p.rows for p in batch)
+                inline = self._inline_batch(batch_rows)
                 started = time.perf_counter()
                 token = id(batch)
                 self._started[token] = started
                 try:
-                    output, own_seconds = await loop.run_in_executor(
-                        self._pool, self._timed_predict, merged
-                    )
+                    if inline:
+                        output, own_seconds = self._timed_predict(merged)
+                    else:
+                        output, own_seconds = await loop.run_in_executor(
+                            self._pool, self._timed_predict, merged
+                        )
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                     for pending in batch:
                         if not pending.future.done():
@@ -303,7 +330,6 @@ class AdaptiveBatcher:
                     del self._started[token]
                 predict_seconds = time.perf_counter() - started
                 self._record(batch)
-                batch_rows = sum(p.rows for p in batch)
                 self._learn(own_seconds, batch_rows)  # the runtime's CPU time, not the hop
                 start = 0
                 for pending in batch:
@@ -317,6 +343,8 @@ class AdaptiveBatcher:
                         )
                         pending.future.set_result((output.rows(start, stop), info))
                     start = stop
+                if inline and self._queue:
+                    await asyncio.sleep(0)  # let the loop serve others before the next batch
         finally:
             self._running -= 1
 

@@ -251,6 +251,31 @@ async def test_a_timeout_longer_than_the_long_wait_still_fires_on_time() -> None
 
 
 @run_async
+async def test_a_batch_cheaper_than_the_inline_limit_runs_on_the_event_loop() -> None:
+    threads: list[str] = []
+
+    def recording(columns: Columns) -> ModelOutput:
+        threads.append(threading.current_thread().name)
+        return echo(columns)
+
+    loop_thread = threading.current_thread().name
+    cheap = AdaptiveBatcher(recording, inline_below=1.0)
+    await cheap.submit(request(1.0), 1)  # cost unknown yet: the pool; now it is learned
+    answers = await asyncio.gather(*(cheap.submit(request(float(i)), 1) for i in range(20)))
+    assert [float(out.value[0]) for out, _ in answers] == [2.0 * i for i in range(20)]
+    assert cheap.stats.batches < 21  # the burst was batched ...
+    assert threads[1:] == [loop_thread] * (len(threads) - 1)  # ... and ran on the loop
+    cheap.close()
+
+    threads.clear()
+    parallel = AdaptiveBatcher(recording, inline_below=1.0, concurrency=2)
+    await parallel.submit(request(1.0), 1)
+    await asyncio.gather(*(parallel.submit(request(float(i)), 1) for i in range(20)))
+    assert loop_thread not in threads[1:]  # batches that may run at once stay in the pool
+    parallel.close()
+
+
+@run_async
 async def test_one_slow_prediction_does_not_send_a_fast_model_to_the_thread_pool() -> None:
     threads: list[str] = []
     slow = [True]
