@@ -116,10 +116,7 @@ class RtserveApp(Starlette):
     """
 
     front: InferenceRouter | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._own_middleware = 0
+    _own_middleware = 0  # middleware ``create_app`` added (before ``front`` was set)
 
     def add_middleware(self, *args: Any, **kwargs: Any) -> None:
         """Starlette's ``add_middleware``; middleware added after ``create_app`` also sees the
