@@ -144,6 +144,15 @@ def goals(document: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _rounds_text(rounds: int) -> str:
+    if rounds <= 1:
+        return ""
+    return (
+        f", {rounds} rounds per point (every target in turn, each time), the round with the "
+        "median throughput reported"
+    )
+
+
 def floor_of(floor: dict[str, Any]) -> tuple[float, str]:
     """The lower (stricter) in-process floor: the framework's predict_proba or rtserve's predict.
 
@@ -191,7 +200,9 @@ def markdown(document: dict[str, Any]) -> str:
         "(other work on the machine shows here).",
         "",
         f"Servers pinned to CPU(s) {settings['server_cpus']}, load generator (`rtserve bench`'s engine, closed loop) to "
-        f"CPU(s) {settings['client_cpus']}; {settings['warmup_s']} s warm-up + {settings['duration_s']} s per point; "
+        f"CPU(s) {settings['client_cpus']}; {settings['warmup_s']} s warm-up + {settings['duration_s']} s per point"
+        + _rounds_text(settings.get("rounds", 1))
+        + "; "
         f"one row per request; answers checked on {settings['check_rows']} validation rows per model "
         f"(|Δp| ≤ {settings['atol']}) before timing. Wall time {document['wall_s']:.0f} s.",
         "",

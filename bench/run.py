@@ -108,6 +108,7 @@ def main() -> None:
         "settings": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "rounds": args.rounds,
             "concurrency": args.concurrency,
             "server_cpus": args.server_cpus,
             "client_cpus": args.client_cpus,
@@ -147,6 +148,13 @@ def _arguments() -> argparse.Namespace:
         help="2 s points after 0.5 s warm-up (default 5 s after 1 s)",
     )
     parser.add_argument("--duration", type=float, help="seconds measured per point")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each point this many times per target, interleaved, and keep the round "
+        "with the median throughput (3 steadies the ratios on a noisy machine)",
+    )
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per point")
     parser.add_argument(
         "--concurrency", default="1,16,64", help="closed-loop concurrencies (default 1,16,64)"
@@ -493,47 +501,68 @@ def measure(
     names: list[str],
     args: argparse.Namespace,
 ) -> list[dict[str, Any]]:
-    """Every (concurrency, model, target) point, the targets rotated from point to point."""
+    """Every (concurrency, model, target) point, the targets rotated from point to point.
+
+    With ``--rounds N`` each point measures every target N times in turn (a target's rounds are
+    minutes apart at most) and keeps the round with the median throughput, so that one slow
+    moment of a shared machine does not decide a ratio; every round's figures are kept too.
+    """
     ready = [run for run in runs.values() if run.url is not None]
     plan = [(c, name) for c in args.concurrency for name in names]
-    total = len(plan) * len(ready)
+    total = len(plan) * len(ready) * args.rounds
     points: list[dict[str, Any]] = []
     done = 0
     for k, (concurrency, name) in enumerate(plan):
         order = ready[k % len(ready) :] + ready[: k % len(ready)] if ready else []
+        rounds: dict[str, list[dict[str, Any]]] = {run.target.name: [] for run in order}
+        for round_ in range(args.rounds):
+            shift = round_ % len(order) if order else 0
+            for run in order[shift:] + order[:shift]:
+                done += 1
+                if run.checks.get(name, {}).get("error"):
+                    continue
+                result = _measure_one(run, fitted[name], concurrency, args)
+                rounds[run.target.name].append(result)
+                latency = result["latency_ms"]
+                print(
+                    f"[{done:3}/{total}] {name:8} c={concurrency:<3} {run.target.name:16} "
+                    f"{result['throughput']:9.1f} req/s  p50 {latency['p50']:8.3f} ms  p99 {latency['p99']:8.3f} ms"
+                    + (f"  errors {result['errors']}" if result["error_count"] else "")
+                )
         for run in order:
-            done += 1
             point: dict[str, Any] = {
                 "target": run.target.name,
                 "model": name,
                 "concurrency": concurrency,
             }
-            check = run.checks.get(name, {})
-            if check.get("error"):
+            results = rounds[run.target.name]
+            if not results:
                 point["skipped"] = "it did not answer the check requests"
-                points.append(point)
-                continue
-            workload = _workload(run, fitted[name])
-            spec = LoadSpec(
-                concurrency=concurrency,
-                duration_s=args.duration,
-                warmup_s=args.warmup,
-                timeout_s=30.0,
-            )
-            with run.running():
-                result = run_load(workload, spec).to_dict()
-                rss = _rss_mb(run.pid) if run.pid else None
-            del result["histogram"]
-            point["result"] = result
-            run.rss_peak_mb = max(run.rss_peak_mb, rss or 0.0)
+            else:
+                ranked = sorted(results, key=lambda r: r["throughput"])
+                point["result"] = ranked[(len(ranked) - 1) // 2]  # the median (lower middle)
+                if len(results) > 1:
+                    point["rounds"] = results
             points.append(point)
-            latency = result["latency_ms"]
-            print(
-                f"[{done:3}/{total}] {name:8} c={concurrency:<3} {run.target.name:16} "
-                f"{result['throughput']:9.1f} req/s  p50 {latency['p50']:8.3f} ms  p99 {latency['p99']:8.3f} ms"
-                + (f"  errors {result['errors']}" if result["error_count"] else "")
-            )
     return points
+
+
+def _measure_one(
+    run: TargetRun, model: bench_models.BenchModel, concurrency: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One closed-loop measurement of ``run`` (resumed for it, suspended again after)."""
+    spec = LoadSpec(
+        concurrency=concurrency,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        timeout_s=30.0,
+    )
+    with run.running():
+        result: dict[str, Any] = run_load(_workload(run, model), spec).to_dict()
+        rss = _rss_mb(run.pid) if run.pid else None
+    del result["histogram"]
+    run.rss_peak_mb = max(run.rss_peak_mb, rss or 0.0)
+    return result
 
 
 def _workload(run: TargetRun, model: bench_models.BenchModel) -> Workload:

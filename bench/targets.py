@@ -8,6 +8,7 @@ decoder (response body -> probability of class 1) used to check answers before t
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ def mlserver_command(
 # --- the list ---------------------------------------------------------------------------------
 
 #: Targets that run only when ``--targets`` names them.
-OPT_IN = frozenset({"rtserve-workers2", "rtserve-threads2"})
+OPT_IN = frozenset({"uvicorn-hello", "rtserve-workers2", "rtserve-threads2"})
 
 
 def all_targets(
@@ -186,6 +187,31 @@ def all_targets(
             "/",
             _rtserve_encode,
             None,
+        ),
+        Target(
+            "uvicorn-hello",
+            "floor",
+            "a constant from a trivial ASGI app on uvicorn with rtserve's server options",
+            lambda port, work: [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "hello_asgi:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--no-server-header",
+                "--lifespan",
+                "off",
+                "--log-level",
+                "warning",
+            ],
+            "/",
+            _rtserve_encode,
+            None,
+            cwd=PEERS,
         ),
         Target(
             "rtserve",
