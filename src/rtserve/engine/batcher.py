@@ -215,7 +215,7 @@ class AdaptiveBatcher:
                 pending.timer.cancel()
 
     def _watch_wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
-        """Have ``pending`` checked once it has waited ``LONG_WAIT_S`` (see ``_on_long_wait``)."""
+        """Have ``pending`` checked once it has waited ``LONG_WAIT_S`` (``_check_long_waits``)."""
         if pending.timeout is not None and pending.timeout < LONG_WAIT_S:
             pending.timer = loop.call_later(pending.timeout, _time_out, pending.future)
         pending.context = request_context.current()
@@ -251,7 +251,7 @@ class AdaptiveBatcher:
             )
 
     def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run queued batches in the pool until the queue is empty (the caller took a slot)."""
+        """Run queued batches until the queue is empty (the caller took a runtime slot)."""
         drain = loop.create_task(self._drain())
         self._drains.add(drain)  # a reference keeps the task from being garbage-collected
         drain.add_done_callback(self._drains.discard)
