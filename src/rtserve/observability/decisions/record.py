@@ -140,7 +140,10 @@ def decisions_for(
     else:
         encode, sha256 = msgspec.json.encode, hashlib.sha256
         hashes = ["sha256:" + sha256(encode(record)).hexdigest() for record in records]
-    inputs = [redactor.record(r, pii) for r in records] if include_inputs else None
+    if not include_inputs:
+        inputs = None
+    else:  # each record is a fresh dict already: copy it only to redact PII fields
+        inputs = [redactor.record(r, pii) for r in records] if pii else records
     outputs = _row_outputs(_joined_outputs(events), len(records), schema)
     result: list[Decision] = []
     i = 0
