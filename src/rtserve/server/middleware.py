@@ -111,20 +111,8 @@ class RequestContextMiddleware:
     """Pure-ASGI middleware giving every HTTP request what ``RequestTracker`` gives it, and the
     ``X-Request-ID`` header on its response."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        access_log: bool = True,
-        recorder: AccessRecorder | None = None,
-        tracker: RequestTracker | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, tracker: RequestTracker) -> None:
         self.app = app
-        if tracker is None:
-            recorder = (
-                recorder if recorder is not None else AccessRecorder(None, access_log=access_log)
-            )
-            tracker = RequestTracker(recorder)
         self.tracker = tracker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -36,6 +36,19 @@ def echo(columns: Columns) -> ModelOutput:
     return ModelOutput(value=np.asarray(columns["x"], dtype=np.float64) * 2)
 
 
+def recording_threads(
+    threads: list[str], before: Callable[[], None] = lambda: None
+) -> Callable[[Columns], ModelOutput]:
+    """``echo`` that appends the name of the thread each call ran on to ``threads``."""
+
+    def predict(columns: Columns) -> ModelOutput:
+        threads.append(threading.current_thread().name)
+        before()
+        return echo(columns)
+
+    return predict
+
+
 def request(*values: float) -> Columns:
     return {"x": np.array(values, dtype=np.float64)}
 
@@ -253,11 +266,7 @@ async def test_a_timeout_longer_than_the_long_wait_still_fires_on_time() -> None
 @run_async
 async def test_a_batch_cheaper_than_the_inline_limit_runs_on_the_event_loop() -> None:
     threads: list[str] = []
-
-    def recording(columns: Columns) -> ModelOutput:
-        threads.append(threading.current_thread().name)
-        return echo(columns)
-
+    recording = recording_threads(threads)
     loop_thread = threading.current_thread().name
     cheap = AdaptiveBatcher(recording, inline_below=1.0)
     await cheap.submit(request(1.0), 1)  # cost unknown yet: the pool; now it is learned
@@ -280,15 +289,14 @@ async def test_one_slow_prediction_does_not_send_a_fast_model_to_the_thread_pool
     threads: list[str] = []
     slow = [True]
 
-    def sometimes_slow(columns: Columns) -> ModelOutput:
-        threads.append(threading.current_thread().name)
+    def first_call_busy() -> None:
         if slow[0]:  # e.g. the first call after loading, or a moment of CPU contention
             slow[0] = False
             busy_until = time.thread_time() + 0.02
             while time.thread_time() < busy_until:
                 pass
-        return echo(columns)
 
+    sometimes_slow = recording_threads(threads, first_call_busy)
     batcher = AdaptiveBatcher(sometimes_slow, inline_below=0.005)
     await batcher.submit(request(1.0), 1)  # 20 ms of CPU: learned, but not for good
     for _ in range(3):
@@ -300,11 +308,8 @@ async def test_one_slow_prediction_does_not_send_a_fast_model_to_the_thread_pool
 @run_async
 async def test_a_runtime_that_blocks_longer_than_a_switch_interval_never_runs_inline() -> None:
     threads: list[str] = []
-
-    def blocking(columns: Columns) -> ModelOutput:
-        threads.append(threading.current_thread().name)
-        time.sleep(sys.getswitchinterval() * 4)  # no CPU, but the event loop would stall
-        return echo(columns)
+    # no CPU, but the event loop would stall
+    blocking = recording_threads(threads, lambda: time.sleep(sys.getswitchinterval() * 4))
 
     # 20 ms of waiting and next to no CPU: its cost is its wall time, over the 10 ms threshold
     batcher = AdaptiveBatcher(blocking, inline_below=0.01)
