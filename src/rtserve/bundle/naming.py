@@ -32,3 +32,19 @@ def check_version(version: str) -> str:
             field="version",
         )
     return version
+
+
+_VERSION_PARTS = re.compile(r"(\d+)")
+
+
+def version_order_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders versions as people read them: ``"2" < "10"``, ``"1.9" < "1.10"``.
+
+    Digit runs compare as numbers and everything else as text, so date versions
+    (``2024-06-01``), dotted ones (``1.2.0``) and plain counters all order naturally.
+    """
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in _VERSION_PARTS.split(version)
+        if part
+    )

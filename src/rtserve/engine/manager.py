@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import Manifest
+from rtserve.bundle.naming import version_order_key
 from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.cache import ResponseCache
 from rtserve.engine.loader import load, serving
@@ -193,7 +194,9 @@ class ModelManager:
                     field="bundles",
                 )
             versions[served.version] = served
-            self._default[served.name] = served.version
+            # The unversioned routes answer with the newest version by version order, whatever
+            # order the bundles were given in.
+            self._default[served.name] = max(versions, key=version_order_key)
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
         """The served model for ``name`` (its newest loaded version unless ``version`` is given)."""
@@ -215,7 +218,7 @@ class ModelManager:
     def versions(self, name: str) -> list[str]:
         """Versions of ``name`` that can be asked for explicitly."""
         self.get(name)
-        return sorted(self._models[name])
+        return sorted(self._models[name], key=version_order_key)
 
     def all(self) -> list[ServedModel]:
         """Every served model version."""
