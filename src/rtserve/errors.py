@@ -209,6 +209,10 @@ class FieldViolation:
         return out
 
 
+#: How many violations a ``ValidationError``'s message spells out (all of them are in the list).
+MESSAGE_VIOLATIONS = 20
+
+
 class ValidationError(InputError):
     """One or more input fields break the schema; holds every violation, not only the first."""
 
@@ -219,10 +223,17 @@ class ValidationError(InputError):
             raise ValueError("ValidationError needs at least one violation")
         self.violations = violations
         fields = sorted({v.field for v in violations})
-        first = violations[0]
-        where = f" (row {first.row})" if first.row is not None else ""
-        extra = f"; {len(violations) - 1} more violation(s)" if len(violations) > 1 else ""
-        super().__init__(f"{first.message}{where}{extra}", field=first.field)
+        shown = [
+            f"{v.message} (row {v.row})" if v.row is not None else v.message
+            for v in violations[:MESSAGE_VIOLATIONS]
+        ]
+        hidden = len(violations) - len(shown)
+        more = f"; and {hidden} more (every one is in .violations)" if hidden else ""
+        if len(violations) == 1:
+            message = shown[0]
+        else:
+            message = f"{len(violations)} violations: " + "; ".join(shown) + more
+        super().__init__(message, field=violations[0].field)
         self.fields = fields
 
     def to_dict(self) -> dict[str, Any]:

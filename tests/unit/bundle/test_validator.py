@@ -158,11 +158,21 @@ def test_each_violation_message_names_the_field_and_shows_the_value(validator: V
     }
 
 
-def test_the_error_message_tells_the_first_problem_and_how_many_more(validator: Validator) -> None:
+def test_the_error_message_spells_out_every_violation(validator: Validator) -> None:
     with pytest.raises(ValidationError) as caught:
         validator.records([{**GOOD, "amount": "x", "hour": "y"}])
-    assert caught.value.message == "amount: 'x' is not a float (row 0); 1 more violation(s)"
+    assert caught.value.message.startswith("2 violations: amount: 'x' is not a float (row 0); hour:")
     assert caught.value.field == "amount"
+
+
+def test_a_long_list_of_violations_is_spelled_out_up_to_a_bound(validator: Validator) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validator.records([{**GOOD, "amount": "x"}] * 50)
+    message = caught.value.message
+    assert message.startswith("50 violations: ")
+    assert message.count("is not a float") == 20
+    assert message.endswith("and 30 more (every one is in .violations)")
+    assert len(caught.value.violations) == 50
 
 
 def test_unknown_fields_are_rejected_with_the_expected_ones_listed(validator: Validator) -> None:
