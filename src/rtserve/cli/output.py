@@ -38,10 +38,12 @@ def print_json(document: Any) -> None:
 
 
 def print_error(error: RtserveError) -> None:
-    """``error: <message>`` in red on one line; a validation error also lists its violations."""
+    """``error: <message>`` in red on one line; a validation error lists its violations below."""
     console = stderr()
-    console.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
-    if isinstance(error, ValidationError):
+    if not isinstance(error, ValidationError) or len(error.violations) == 1:
+        console.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
+    else:  # the message lists them inline; one per line reads better in a terminal
+        console.print(f"[bold red]error:[/] {len(error.violations)} violations of the schema:")
         for violation in error.violations[:SHOWN_VIOLATIONS]:
             where = f"row {violation.row}: " if violation.row is not None else ""
             console.print(f"  {where}{escape(violation.message)}", soft_wrap=True)

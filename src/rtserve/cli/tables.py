@@ -63,6 +63,23 @@ class Batch:
     start: int
     rows: list[dict[str, Any]] | pd.DataFrame
 
+    @property
+    def size(self) -> int:
+        """Rows in this batch."""
+        return len(self.rows)
+
+
+def total_rows(path: Path) -> int | None:
+    """Rows in an input file when its metadata says so (parquet), without reading the data."""
+    if table_format(path, ("jsonl", "csv", "parquet"), "--input") != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, ValueError):
+        return None  # read_batches reports an unreadable file with a proper sentence
+
 
 def read_batches(path: Path, batch_size: int, string_fields: list[str]) -> Iterator[Batch]:
     """Stream an input file in batches of at most ``batch_size`` rows.
@@ -126,39 +143,54 @@ def _jsonl_batches(path: Path, batch_size: int) -> Iterator[Batch]:
 class PredictionWriter(Protocol):
     """Writes the predictions of consecutive batches to one destination."""
 
-    def write(self, predictions: Predictions) -> None:
-        """Append one batch's predictions, one output per input row."""
+    def write(self, predictions: Predictions, ids: list[Any] | None = None) -> None:
+        """Append one batch's predictions, one output per row, each after its id if given."""
 
 
 class _JsonlWriter:
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], id_column: str | None) -> None:
         self._stream = stream
+        self._id_column = id_column
 
-    def write(self, predictions: Predictions) -> None:
-        for record in predictions.to_records():
-            self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    def write(self, predictions: Predictions, ids: list[Any] | None = None) -> None:
+        records = predictions.to_records()
+        if self._id_column is not None and ids is not None:
+            records = [{self._id_column: key, **r} for key, r in zip(ids, records, strict=True)]
+        for record in records:
+            self._stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def _frame(predictions: Predictions, id_column: str | None, ids: list[Any] | None) -> pd.DataFrame:
+    frame: pd.DataFrame = predictions.to_frame()
+    if id_column is not None and ids is not None:
+        frame.insert(0, id_column, ids)
+    return frame
 
 
 class _CsvWriter:
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], id_column: str | None) -> None:
         self._stream = stream
+        self._id_column = id_column
         self._header = True
 
-    def write(self, predictions: Predictions) -> None:
-        predictions.to_frame().to_csv(self._stream, header=self._header, index=False)
+    def write(self, predictions: Predictions, ids: list[Any] | None = None) -> None:
+        frame = _frame(predictions, self._id_column, ids)
+        frame.to_csv(self._stream, header=self._header, index=False)
         self._header = False
 
 
 class _ParquetWriter:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, id_column: str | None) -> None:
         self._path = path
+        self._id_column = id_column
         self._writer: Any = None
 
-    def write(self, predictions: Predictions) -> None:
+    def write(self, predictions: Predictions, ids: list[Any] | None = None) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(predictions.to_frame(), preserve_index=False)
+        frame = _frame(predictions, self._id_column, ids)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._path, table.schema)
         else:
@@ -171,14 +203,16 @@ class _ParquetWriter:
 
 
 @contextmanager
-def prediction_writer(target: str) -> Iterator[PredictionWriter]:
+def prediction_writer(target: str, *, id_column: str | None = None) -> Iterator[PredictionWriter]:
     """A writer to ``target`` (a path, or ``-`` for JSON lines on stdout).
+
+    With ``id_column``, each output starts with that column, holding the ids given to ``write``.
 
     A file appears only when every batch was written: it is written beside the target under a
     temporary name and renamed at the end; on failure the partial file is removed.
     """
     if target == STDOUT:
-        yield _JsonlWriter(sys.stdout)
+        yield _JsonlWriter(sys.stdout, id_column)
         sys.stdout.flush()
         return
     path = Path(target)
@@ -189,14 +223,18 @@ def prediction_writer(target: str) -> Iterator[PredictionWriter]:
     partial = Path(partial_name)
     try:
         if fmt == "parquet":
-            parquet = _ParquetWriter(partial)
+            parquet = _ParquetWriter(partial, id_column)
             try:
                 yield parquet
             finally:
                 parquet.close()
         else:
             with partial.open("w", encoding="utf-8", newline="") as stream:
-                yield _JsonlWriter(stream) if fmt == "jsonl" else _CsvWriter(stream)
+                yield (
+                    _JsonlWriter(stream, id_column)
+                    if fmt == "jsonl"
+                    else _CsvWriter(stream, id_column)
+                )
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

@@ -137,7 +137,7 @@ def test_predict_reports_all_violations_across_the_first_failing_batch(
     result = rtserve_cli("predict", fraud_bundle_dir, "--input", source)
 
     assert result.exit_code == 1
-    assert "row 2: prior_transactions" in result.stderr
+    assert "prior_transactions: 'many' is not an int (row 2)" in result.stderr
     assert result.stdout == ""
 
 
@@ -197,3 +197,116 @@ def test_predict_usage_mistakes_exit_2(
     assert [r.exit_code for r in (wrong_input, wrong_output, no_input, zero_batch)] == [2] * 4
     assert ".jsonl" in wrong_input.stderr
     assert not (tmp_path / "o.xml").exists()
+
+
+def _rows_with_ids_and_two_bad(holdout_transactions: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = records(holdout_transactions.head(10))
+    for i, row in enumerate(rows):
+        row["tx_id"] = f"tx-{i:03d}"
+    rows[3]["amount"] = "lots"
+    rows[7]["hour"] = "noon"
+    return rows
+
+
+def test_skip_leaves_invalid_rows_out_and_ids_join_the_rest_back(
+    rtserve_cli: Invoke,
+    fraud_bundle_dir: Path,
+    fraud_predictor: rtserve.Predictor,
+    holdout_transactions: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    source = write_jsonl(tmp_path / "rows.jsonl", _rows_with_ids_and_two_bad(holdout_transactions))
+
+    result = rtserve_cli(
+        "predict", fraud_bundle_dir, "--input", source, "--on-invalid", "skip",
+        "--id-column", "tx_id", "--batch-size", 4,
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    lines = _jsonl(result.stdout)
+    kept = [i for i in range(10) if i not in (3, 7)]
+    assert [line["tx_id"] for line in lines] == [f"tx-{i:03d}" for i in kept]
+    expected = fraud_predictor.predict(holdout_transactions.head(10).iloc[kept]).to_records()
+    assert [line["label"] for line in lines] == [e["label"] for e in expected]
+    assert "2 of 10 rows broke the schema" in result.stderr
+    assert "row 3: amount" in result.stderr
+    assert "row 7: hour" in result.stderr
+
+
+def test_reject_file_writes_each_invalid_row_with_its_number_id_and_reasons(
+    rtserve_cli: Invoke, fraud_bundle_dir: Path, holdout_transactions: pd.DataFrame, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "rows.jsonl", _rows_with_ids_and_two_bad(holdout_transactions))
+    target = tmp_path / "scores.csv"
+
+    result = rtserve_cli(
+        "predict", fraud_bundle_dir, "--input", source, "--output", target,
+        "--on-invalid", "reject-file", "--id-column", "tx_id", "--batch-size", 3,
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(target)
+    assert list(scores.columns)[0] == "tx_id"
+    assert len(scores) == 8
+    rejects = _jsonl((tmp_path / "scores.csv.rejects.jsonl").read_text())
+    assert [(r["row"], r["tx_id"]) for r in rejects] == [(3, "tx-003"), (7, "tx-007")]
+    assert [v["field"] for v in rejects[0]["violations"]] == ["amount"]
+    assert rejects[1]["violations"][0]["rule"] == "type"
+
+
+def test_fail_is_the_default_and_writes_nothing(
+    rtserve_cli: Invoke, fraud_bundle_dir: Path, holdout_transactions: pd.DataFrame, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "rows.jsonl", _rows_with_ids_and_two_bad(holdout_transactions))
+
+    result = rtserve_cli(
+        "predict", fraud_bundle_dir, "--input", source, "--id-column", "tx_id",
+        "--output", tmp_path / "out.jsonl",
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    assert "row 3" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_id_column_missing_from_the_input_is_named(
+    rtserve_cli: Invoke, fraud_bundle_dir: Path, model_files: ModelFiles
+) -> None:
+    result = rtserve_cli(
+        "predict", fraud_bundle_dir, "--input", model_files.rows_parquet, "--id-column", "nope"
+    )
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: row 0 has no 'nope' column")
+    assert "Traceback" not in result.output
+
+
+def test_reject_file_to_stdout_needs_a_rejects_path(
+    rtserve_cli: Invoke, fraud_bundle_dir: Path, model_files: ModelFiles
+) -> None:
+    result = rtserve_cli(
+        "predict", fraud_bundle_dir, "--input", model_files.rows_jsonl, "--on-invalid",
+        "reject-file",
+    )  # fmt: skip
+
+    assert result.exit_code == 2
+    assert "--rejects" in result.stderr
+
+
+def test_progress_shows_rows_per_second_and_the_total_of_a_parquet_file(
+    rtserve_cli: Invoke,
+    fraud_bundle_dir: Path,
+    model_files: ModelFiles,
+    holdout_transactions: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    result = rtserve_cli(
+        "predict", fraud_bundle_dir, "--input", model_files.rows_parquet,
+        "--output", tmp_path / "out.parquet", "--progress", "--batch-size", 50,
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert f"{len(holdout_transactions):,} rows" in result.stderr
+    assert "rows/s" in result.stderr
+    assert "100%" in result.stderr
