@@ -74,3 +74,67 @@ def test_build_then_verify_with_the_real_command(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("error: ")
     assert "Traceback" not in failed.stderr
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_before_loading_anything(
+    tmp_path: Path, e2e_bundles: tuple[Path, Path]
+) -> None:
+    import socket
+    import time
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = _run("serve", e2e_bundles[0], "--port", port)
+        elapsed = time.monotonic() - started
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: the port is in use by another process; "
+        "stop that process or choose another port with --port (or RTSERVE_PORT)"
+    ]
+    assert elapsed < 10  # no model was loaded (a load and warm-up take longer on this machine)
+
+
+def test_demo_serves_and_keeps_its_decision_log_inside_its_directory(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    from rtserve.demo import example_record
+    from rtserve.loadgen.launch import free_port
+
+    port = free_port()
+    log = tmp_path / "demo.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [str(CONSOLE_SCRIPT), "demo", "--dir", str(tmp_path / "demo"), "--port", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        answer = httpx.post(
+            f"{url}/v1/models/card-fraud:predict", json={"instances": [example_record()]}
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+
+    decisions = tmp_path / "demo" / "decisions"
+    assert f"decision log in {decisions}" in log.read_text()
+    assert any(decisions.iterdir())

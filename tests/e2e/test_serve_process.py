@@ -134,3 +134,10 @@ def test_two_workers_both_answer(e2e_bundles: tuple[Path, Path], tmp_path: Path)
         assert len(_access_pids(running)) == 2, running.logs()[-2000:]
     finally:
         assert running.stop(signal.SIGTERM) == 0
+
+
+def test_the_start_up_banner_says_where_the_decision_log_writes(server: ServerProcess) -> None:
+    from rtserve.settings import Settings
+
+    directory = Settings.load().decision_log.directory
+    assert f"rtserve: decision log in {directory}" in server.logs()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from rtserve.cli.serve import decision_log_destination, require_free_port
 from rtserve.settings import Settings
 
 DEFAULT_DIR = Path(".rtserve-demo")
@@ -48,8 +49,17 @@ def demo(
     )
     if no_serve:
         return
+    # The demo keeps everything it writes in its own directory, decision log included.
+    settings = Settings.load(
+        bundles=[str(target)],
+        host=host,
+        port=port,
+        decision_log={"directory": str(directory / "decisions")},
+    )
+    require_free_port(settings.host, settings.port)
     configure_logging("info")
-    run(Settings.load(bundles=[str(target)], host=host, port=port))
+    typer.echo(f"rtserve: {decision_log_destination(settings)}", err=True)
+    run(settings)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rtserve.settings import Settings
+from rtserve.settings import Settings, SettingsError
 
 
 def serve(
@@ -54,13 +56,59 @@ def serve(
     missing = [b for b in settings.bundles if not Path(b).exists()]
     if missing:
         raise typer.BadParameter(f"no such bundle: {', '.join(missing)}")
+    require_free_port(settings.host, settings.port)
     configure_logging(settings.log_level)
     typer.echo(
         f"rtserve: serving {len(settings.bundles)} bundle(s) on http://{settings.host}:"
-        f"{settings.port} with {settings.workers} worker(s); docs at /docs",
+        f"{settings.port} with {settings.workers} worker(s); docs at /docs\n"
+        f"rtserve: {decision_log_destination(settings)}",
         err=True,
     )
     run(settings)
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Refuse a port another process listens on before any model is loaded.
+
+    uvicorn would find out only after the models loaded, and exit 3 with a log line; a person
+    wants one sentence at once. (A process could still take the port in between: uvicorn's own
+    error remains the last word.)
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = (
+                "is in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
+            )
+            raise SettingsError(
+                f"cannot listen on {host}:{port}: the port {reason}; stop that process or choose "
+                "another port with --port (or RTSERVE_PORT)",
+                field="port",
+            ) from exc
+
+
+def decision_log_destination(settings: Settings) -> str:
+    """Where this server records which model version decided what, for the start-up banner."""
+    log = settings.decision_log
+    if not log.enabled:
+        return "decision log off"
+    if log.sink == "sql":
+        return f"decision log in {_without_password(log.database_url or '')}"
+    return f"decision log in {log.directory} (RTSERVE_DECISION_LOG__ENABLED=false turns it off)"
+
+
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparseable URL is reported by the sink itself
+        return "the configured database"
 
 
 def register(app: typer.Typer) -> None:
