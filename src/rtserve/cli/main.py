@@ -7,18 +7,34 @@ commands with ``register(app)``; adding a group is one line in ``_register``.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import metadata
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from rtserve.cli import bench, bundle_commands, demo, observe, predict, serve
 from rtserve.cli.output import print_error, shown_warnings
 from rtserve.errors import RtserveError
 
 FAILURE = 1
+#: Set (to anything) to see the traceback of an unexpected failure instead of one line.
+DEBUG_ENV = "RTSERVE_DEBUG"
+
+
+class UnexpectedError(RtserveError):
+    """A failure no rtserve error describes; shown as one line, with how to get the details."""
+
+    code = "unexpected"
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(
+            f"{type(cause).__name__}: {cause} (unexpected; run again with {DEBUG_ENV}=1 for the "
+            "traceback, and please report it)"
+        )
 
 
 class RtserveGroup(TyperGroup):
@@ -32,6 +48,15 @@ class RtserveGroup(TyperGroup):
                 return super().invoke(ctx)
             except RtserveError as exc:
                 print_error(exc)
+                raise typer.Exit(FAILURE) from exc
+            except (typer.Exit, typer.Abort, TyperException):
+                raise  # usage errors (exit 2), Ctrl-C and deliberate exits keep their meaning
+            except Exception as exc:
+                # A failure rtserve did not foresee (a bug, or a framework error not yet
+                # translated): still one line for the user; the traceback on request.
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                print_error(UnexpectedError(exc))
                 raise typer.Exit(FAILURE) from exc
 
 

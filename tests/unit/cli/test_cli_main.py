@@ -50,3 +50,25 @@ def test_a_failure_is_one_red_line_without_a_traceback(rtserve_cli: Invoke, tmp_
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr == f"error: {tmp_path / 'missing'}: no such bundle directory or archive\n"
+
+
+def test_an_unforeseen_failure_is_one_line_too_and_the_traceback_comes_on_request(
+    rtserve_cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtserve.bundle import bundle as bundle_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(bundle_module.Bundle, "open", broken)
+    result = rtserve_cli("inspect", tmp_path)
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: KeyError: 'a bug' (unexpected; run again with RTSERVE_DEBUG=1 for the "
+        "traceback, and please report it)"
+    ]
+
+    monkeypatch.setenv("RTSERVE_DEBUG", "1")
+    debugged = rtserve_cli("inspect", tmp_path)
+    assert isinstance(debugged.exception, KeyError)
