@@ -246,7 +246,7 @@ def test_reject_file_writes_each_invalid_row_with_its_number_id_and_reasons(
 
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(target)
-    assert list(scores.columns)[0] == "tx_id"
+    assert scores.columns[0] == "tx_id"
     assert len(scores) == 8
     rejects = _jsonl((tmp_path / "scores.csv.rejects.jsonl").read_text())
     assert [(r["row"], r["tx_id"]) for r in rejects] == [(3, "tx-003"), (7, "tx-007")]
