@@ -11,7 +11,10 @@ Every failure the product can report is one of these types. Each carries a stabl
     │   ├── BundleFormatError           manifest missing, unparseable or of an unknown format
     │   ├── IntegrityError              a file's or the manifest's hash does not match
     │   ├── UnsafeArtifactError         a pickle artifact without trust and a pinned digest
+    │   │   └── UntrustedCodeError      a model or manifest names code outside the allow-list
     │   ├── UnsafeArchiveError          a tar entry that would leave the bundle
+    │   ├── UnsafePathError             a manifest path or file that points outside the bundle
+    │   ├── BundleTooLargeError         a bundle part or archive beyond a size or count limit
     │   ├── EnvironmentMismatchError    framework versions differ and strict mode refuses
     │   ├── SchemaDefinitionError       a schema (inferred or hand-edited) is inconsistent
     │   └── UnsupportedModelError       no runtime can package this model
@@ -20,7 +23,8 @@ Every failure the product can report is one of these types. Each carries a stabl
     │   ├── ValidationError             one or more fields break the schema (holds all of them)
     │   ├── UnsupportedMediaTypeError   body is not of a content type we read
     │   ├── PayloadTooLargeError        body or batch exceeds a configured limit
-    │   └── RequestTimeoutError         the body arrived too slowly (slow sender)
+    │   ├── HeaderTooLargeError         the request line and headers exceed their size limit
+    │   └── RequestTimeoutError         the headers or body arrived too slowly (slow sender)
     ├── AccessError                     the caller may not do this (guard.auth)
     │   ├── AuthenticationError         no credentials, or invalid ones
     │   └── PermissionDeniedError       valid credentials without the route's role
@@ -52,11 +56,9 @@ class RtserveError(Exception):
         self.field = field
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON error body: ``{"error", "code", "field"}``."""
-        body: dict[str, Any] = {"error": self.message, "code": self.code}
-        if self.field is not None:
-            body["field"] = self.field
-        return body
+        """The JSON error body: ``{"error", "code", "field"}``; ``field`` is null when no one
+        field is at fault, so clients can always read all three keys."""
+        return {"error": self.message, "code": self.code, "field": self.field}
 
 
 # --- bundle ---------------------------------------------------------------------------------
@@ -96,10 +98,40 @@ class UnsafeArtifactError(BundleError):
     code = "unsafe_artifact"
 
 
+class UntrustedCodeError(UnsafeArtifactError):
+    """A model file or a runtime option names a class or function outside rtserve's allow-list.
+
+    Loading would import that code and the model could call it, and hashes do not prevent it (an
+    editor of a bundle can recompute them); ``names`` lists every offending dotted name.
+    """
+
+    code = "untrusted_code"
+
+    def __init__(self, message: str, *, names: list[str], field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.names = names
+
+
 class UnsafeArchiveError(BundleError):
     """A bundle archive holds an entry that would escape the bundle directory."""
 
     code = "unsafe_archive"
+
+
+class UnsafePathError(BundleError):
+    """A path in the manifest (or a file of the bundle) would lead outside the bundle directory.
+
+    Absolute paths, ``..``, NUL and control characters, and symbolic links are all refused before
+    anything is read through them.
+    """
+
+    code = "unsafe_path"
+
+
+class BundleTooLargeError(BundleError):
+    """A bundle part (manifest, JSON file, archive) exceeds a size, count or nesting limit."""
+
+    code = "bundle_too_large"
 
 
 class EnvironmentMismatchError(BundleError):
@@ -147,8 +179,16 @@ class PayloadTooLargeError(InputError):
     code = "payload_too_large"
 
 
+class HeaderTooLargeError(InputError):
+    """The request line and headers exceed the configured size (HTTP 431), refused before the
+    application sees the request."""
+
+    code = "header_too_large"
+
+
 class RequestTimeoutError(InputError):
-    """The request body did not arrive within the configured read timeout (a slow sender)."""
+    """The request's headers or body did not arrive within the configured timeout (a slow
+    sender)."""
 
     code = "request_timeout"
 
@@ -163,9 +203,17 @@ class AccessError(RtserveError):
 
 
 class AuthenticationError(AccessError):
-    """No credentials were sent, or the ones sent are not valid (unknown key, bad token)."""
+    """No credentials were sent, or the ones sent are not valid (unknown key, bad token).
+
+    ``reason`` names the failure from a small fixed set (``missing``, ``invalid_key`` ...) for
+    the failure counter; the message stays the client's explanation.
+    """
 
     code = "unauthenticated"
+
+    def __init__(self, message: str, *, field: str | None = None, reason: str = "invalid") -> None:
+        super().__init__(message, field=field)
+        self.reason = reason
 
 
 class PermissionDeniedError(AccessError):

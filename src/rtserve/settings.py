@@ -62,6 +62,12 @@ class AuthSettings(BaseModel):
         description="Claim holding the roles (a list, or a space-separated string).",
     )
     jwt_leeway_s: float = Field(default=0.0, ge=0, description="Clock skew allowed on 'exp'.")
+    max_failures_per_minute: int = Field(
+        default=20,
+        ge=0,
+        description="Failed authentications one client address may make per minute; past them "
+        "it gets 429 until the window frees up (0: no limit). Counted in rate_limit.storage.",
+    )
 
     @model_validator(mode="after")
     def _jwt_complete(self) -> AuthSettings:
@@ -86,10 +92,28 @@ class LimitSettings(BaseModel):
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="Time to receive a whole body (slow senders get 408)."
     )
+    max_tensor_elements: int = Field(
+        default=1 << 22,
+        ge=1,
+        description="Most elements one Open Inference Protocol tensor may declare (413 beyond); "
+        "checked on the shape before any data is read.",
+    )
+    max_header_bytes: int = Field(
+        default=16 << 10,
+        ge=1024,
+        description="Largest request line plus headers (431 beyond), counted as they arrive.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time to receive a request's headers from its first byte (or from connect); "
+        "slower clients get 408 and are disconnected.",
+    )
 
 
 class RateLimitSettings(BaseModel):
-    """Per-client rate limits (client = API key name or token subject; else the client address)."""
+    """Per-client rate limits (client = key:<API key name>, jwt:<token sub>, or ip:<address>
+    when authentication is off)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -97,7 +121,9 @@ class RateLimitSettings(BaseModel):
         default=None, description="Limit per client, e.g. '100/second' or '1000/minute'; None: off."
     )
     per_client: dict[str, str] = Field(
-        default_factory=dict, description="Limits for named clients, overriding the default."
+        default_factory=dict,
+        description="Limits by client, overriding the default: keys 'key:<name>', 'jwt:<sub>' "
+        "or 'ip:<address>' (a bare name is read as 'key:<name>' and is deprecated).",
     )
     storage: str = Field(
         default="memory://",
@@ -237,6 +263,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface to bind.")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0 picks a free one).")
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes on one port.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of the reverse proxies whose X-Forwarded-For "
+        "names the client (rate limits, failed-login limits); empty: the peer address always.",
+    )
     trust_pickle: bool = Field(
         default=False,
         description="Allow pickle artifacts whose digest is pinned in pinned_digests.",
@@ -247,6 +278,12 @@ class Settings(BaseSettings):
     )
     strict_versions: bool = Field(
         default=False, description="Refuse bundles built with another framework minor version."
+    )
+    max_bundle_bytes: int = Field(
+        default=4 << 30,  # rtserve.bundle.archive.MAX_BUNDLE_BYTES (settings may not import it)
+        ge=1 << 20,
+        description="Most bytes a .tar.gz bundle may unpack to (it is also held to 4x the file "
+        "sizes its manifest records); raise it for a genuinely larger bundle.",
     )
     parity_tolerance: float = Field(
         default=1e-5, gt=0, description="Max |diff| allowed between warm-up and recorded outputs."
@@ -337,6 +374,29 @@ class Settings(BaseSettings):
         if value not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level must be one of debug, info, warning, error")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, values: list[str]) -> list[str]:
+        """Each entry an IP address or network, written as uvicorn reads it (it would silently
+        take anything else for a literal host name and never match it)."""
+        import ipaddress
+
+        normal = []
+        for value in values:
+            text = value.strip()
+            try:
+                if "/" in text:
+                    normal.append(str(ipaddress.ip_network(text, strict=False)))
+                else:
+                    normal.append(str(ipaddress.ip_address(text)))
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {value!r} is not an IP address or network; list each "
+                    "proxy as e.g. '10.0.0.7' or '10.0.0.0/24' (write '0.0.0.0/0' and '::/0' "
+                    "to trust every peer, only when nothing can reach the server directly)"
+                ) from None
+        return normal
 
     @classmethod
     def settings_customise_sources(

@@ -124,7 +124,10 @@ def build(
         bool,
         typer.Option(
             "--trust-pickle",
-            help="Allow MODEL_FILE to be a .pkl/.pickle/.joblib: loading it runs code from it.",
+            help="Allow MODEL_FILE to be a .pkl/.pickle/.joblib (loading it runs code from it), "
+            "and store the bundle as a pickle when the model holds code outside rtserve's "
+            "allow-list (a custom function or class); such a bundle loads only with "
+            "--trust-pickle --pin-digest.",
         ),
     ] = False,
     overwrite: Annotated[
@@ -182,6 +185,7 @@ def build(
             schema_overrides=changes or None,
             validation_rows=validation_rows,
             optimize=optimize,
+            allow_pickle=trust_pickle,
         )
         saved = built.save(output, overwrite=overwrite)
     if json_output:

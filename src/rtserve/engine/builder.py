@@ -14,7 +14,7 @@ import numpy as np
 
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.inference import as_frame, infer_fields
-from rtserve.bundle.manifest import Manifest
+from rtserve.bundle.manifest import Manifest, RuntimeSpec
 from rtserve.bundle.naming import check_name, check_version
 from rtserve.bundle.profile import build_profile
 from rtserve.bundle.sample import (
@@ -32,6 +32,7 @@ from rtserve.errors import BundleError, RtserveError, SchemaDefinitionError, Val
 from rtserve.runtimes import export_gate
 from rtserve.runtimes.base import Description, ModelOutput, Runtime, RuntimeAdapter, Trust
 from rtserve.runtimes.registry import adapter_for
+from rtserve.runtimes.sklearn import SklearnAdapter
 from rtserve.types import Columns
 
 #: The saved artifact must reproduce the in-memory model this closely on the validation rows.
@@ -50,6 +51,7 @@ def build(
     extra_fields: str = "reject",
     validation_rows: int = DEFAULT_ROWS,
     optimize: str = "auto",
+    allow_pickle: bool = False,
 ) -> Bundle:
     """Package a fitted model with its schema, profile, validation sample and hashes.
 
@@ -68,6 +70,11 @@ def build(
         optimize: ``"auto"`` exports the model to ONNX and serves the export when it matches
             the original on the sample (``rtserve.runtimes.export_gate``); ``"off"`` skips it.
             The native artifact is always kept.
+        allow_pickle: store a scikit-learn model as a pickle when no safe format holds it: a
+            custom (non-library) function or class, or anything else outside the allow-list of
+            ``rtserve.runtimes.trusted_types``. Such a bundle loads only with
+            ``trust_pickle=True`` and its pinned digest. Without it (the default) the build
+            refuses such a model and says why.
 
     Returns:
         A verified ``Bundle`` in a temporary directory; call ``.save(path)`` to keep it.
@@ -90,13 +97,13 @@ def build(
 
     workdir = Path(tempfile.mkdtemp(prefix="rtserve-build-"))
     try:
-        spec = adapter.save(model, workdir, described)
+        spec = _save(adapter, model, workdir, described, allow_pickle=allow_pickle)
         loaded_description = Description(described.outputs, described.input_frame, spec.options)
         # The build just wrote this artifact itself, so loading it back is not an act of trust.
         runtime = adapter.load(workdir, spec, loaded_description, Trust(True, "build"))
         columns = _validate_sample(schema, frame)
         schema = _probe_unseen(schema, runtime, columns, set(schema_overrides or ()))
-        outputs = runtime.predict(columns)
+        outputs = _predict_sample(runtime, columns)
         rows = with_missing_rows(columns, sample_rows(len(frame), validation_rows))
         original = adapter.wrap(model, loaded_description)
         if original is not None:
@@ -132,6 +139,35 @@ def build(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
+
+
+def _save(
+    adapter: RuntimeAdapter,
+    model: Any,
+    directory: Path,
+    described: Description,
+    *,
+    allow_pickle: bool,
+) -> RuntimeSpec:
+    """The adapter's artifact: a pickle only where the caller chose it (scikit-learn only)."""
+    if allow_pickle and isinstance(adapter, SklearnAdapter):
+        return adapter.save_with(model, directory, described, allow_pickle=True)
+    return adapter.save(model, directory, described)
+
+
+def _predict_sample(runtime: Runtime, columns: Columns) -> ModelOutput:
+    """The saved model's outputs on the sample; a framework's refusal becomes a BundleError."""
+    try:
+        return runtime.predict(columns)
+    except RtserveError:
+        raise
+    except Exception as exc:  # each framework raises its own types for data it cannot take
+        raise BundleError(
+            f"the model cannot predict on the sample ({type(exc).__name__}: {exc}); pass a sample "
+            "with the training columns and dtypes (parquet keeps them; CSV loses e.g. the "
+            "category dtype)",
+            field="sample",
+        ) from exc
 
 
 def _describe(adapter: RuntimeAdapter, model: Any, frame: Any) -> Description:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from rtserve.bundle.manifest import RuntimeSpec
 from rtserve.bundle.schema import OutputSpec
-from rtserve.errors import UnsupportedModelError
+from rtserve.errors import BundleFormatError, UnsupportedModelError, UntrustedCodeError
 from rtserve.runtimes.base import (
     Description,
     ModelOutput,
@@ -22,10 +22,10 @@ from rtserve.runtimes.base import (
 )
 from rtserve.runtimes.frame import describe_frame, to_frame, to_matrix
 from rtserve.runtimes.sklearn import describe_estimator, predict_estimator
+from rtserve.runtimes.trusted_types import XGBOOST_WRAPPERS
 from rtserve.types import Columns, Task
 
 MODEL_FILE = "model/model.ubj"
-_WRAPPERS = ("XGBClassifier", "XGBRegressor", "XGBRFClassifier", "XGBRFRegressor")
 
 
 def booster_output(objective: str, num_class: int) -> tuple[OutputSpec, str]:
@@ -100,11 +100,14 @@ class XGBoostAdapter(RuntimeAdapter):
 
     def accepts(self, model: object) -> bool:
         """True for the model types this adapter packages (imports nothing)."""
-        return module_of(model) == "xgboost" and type(model).__name__ in (*_WRAPPERS, "Booster")
+        name = type(model).__name__
+        return module_of(model) == "xgboost" and (name in XGBOOST_WRAPPERS or name == "Booster")
 
     def describe(self, model: Any, sample: Any) -> Description:
         """Task, classes and input layout, learned from the model and the sample frame."""
         frame: pd.DataFrame = sample
+        booster = model if type(model).__name__ == "Booster" else model.get_booster()
+        _require_category_dtypes(booster, frame)
         if type(model).__name__ != "Booster":
             described = describe_estimator(model, frame)
             options = {**described.options, "kind": "wrapper", "class": type(model).__name__}
@@ -140,11 +143,18 @@ class XGBoostAdapter(RuntimeAdapter):
         import xgboost as xgb
 
         path = str(directory / MODEL_FILE)
-        if spec.options["kind"] == "wrapper":
-            model = getattr(xgb, spec.options["class"])()
+        kind = spec.options.get("kind")
+        if kind == "wrapper":
+            model = wrapper_class(xgb, spec.options.get("class"))()
             model.load_model(path)
-        else:
+        elif kind == "booster":
             model = xgb.Booster(model_file=path)
+        else:
+            raise BundleFormatError(
+                f"rtserve.yaml: runtime.options.kind is {kind!r}; an XGBoost bundle holds a "
+                "'wrapper' or a 'booster'",
+                field="runtime.options.kind",
+            )
         return XGBoostRuntime(model, description)
 
     def wrap(self, model: Any, description: Description) -> Runtime | None:
@@ -152,8 +162,52 @@ class XGBoostAdapter(RuntimeAdapter):
         return XGBoostRuntime(model, description)
 
 
+def wrapper_class(xgb: Any, name: object) -> Any:
+    """The XGBoost wrapper class a manifest names, if it is one of ``XGBOOST_WRAPPERS``.
+
+    The name comes from ``rtserve.yaml``, which an editor of the bundle controls: looking up any
+    other attribute of the ``xgboost`` module and calling it would run whatever it names.
+    """
+    if not isinstance(name, str) or name not in XGBOOST_WRAPPERS:
+        raise UntrustedCodeError(
+            f"rtserve.yaml: runtime.options.class is {name!r}, which is not an XGBoost wrapper "
+            f"rtserve constructs (one of {sorted(XGBOOST_WRAPPERS)}, see "
+            "rtserve.runtimes.trusted_types); refusing to load. The bundle was edited after its "
+            "build: rebuild it from the model",
+            names=[str(name)],
+            field="runtime.options.class",
+        )
+    return getattr(xgb, name)
+
+
 def read_booster_file(path: Path) -> Any:
     """A native Booster from a user's XGBoost JSON or UBJSON model file (``rtserve build``)."""
     import xgboost as xgb
 
     return xgb.Booster(model_file=str(path))
+
+
+def _require_category_dtypes(booster: Any, frame: pd.DataFrame) -> None:
+    """Refuse a sample whose columns lost the category dtype the model was trained with.
+
+    XGBoost's categorical splits need pandas ``category`` columns; a CSV file cannot carry that
+    dtype, so the same data read from CSV arrives as text and the model refuses it deep inside.
+    """
+    names = booster.feature_names
+    types = booster.feature_types
+    if names is None or types is None:
+        return
+    lost = [
+        name
+        for name, kind in zip(names, types, strict=False)
+        if kind == "c"
+        and name in frame.columns
+        and not isinstance(frame[name].dtype, pd.CategoricalDtype)
+    ]
+    if lost:
+        raise UnsupportedModelError(
+            f"the model treats column(s) {', '.join(lost)} as categorical, but in the sample "
+            f"they have dtype {', '.join(sorted({str(frame[n].dtype) for n in lost}))}, not "
+            "pandas 'category' (a CSV file cannot carry that dtype); pass the sample as parquet, "
+            "or build from Python with a DataFrame whose columns have the training dtypes"
+        )

@@ -190,7 +190,7 @@ def test_build_refuses_a_skops_file_with_types_outside_ml_libraries(
 
     assert result.exit_code == 1
     assert "_operator.neg" in result.stderr
-    assert "outside known ML libraries" in result.stderr
+    assert "rtserve will not load" in result.stderr
     assert not (tmp_path / "b").exists()
 
 
@@ -202,6 +202,35 @@ def test_build_names_a_sample_that_lacks_the_models_columns(
     assert result.exit_code == 1
     assert "cannot predict on the sample" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_categorical_booster_with_a_csv_sample_says_to_use_parquet(
+    rtserve_cli: Invoke, tmp_path: Path
+) -> None:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"a": rng.normal(size=200), "c": pd.Categorical(rng.choice(["x", "y", "z"], 200))}
+    )
+    model = xgb.XGBClassifier(n_estimators=3, enable_categorical=True, tree_method="hist")
+    model.fit(frame, (frame.a > 0).astype(int))
+    model.get_booster().save_model(tmp_path / "model.json")
+    frame.to_csv(tmp_path / "sample.csv", index=False)
+    frame.to_parquet(tmp_path / "sample.parquet")
+
+    from_csv = _build(rtserve_cli, tmp_path / "model.json", tmp_path / "sample.csv", tmp_path / "b")
+    from_parquet = _build(
+        rtserve_cli, tmp_path / "model.json", tmp_path / "sample.parquet", tmp_path / "b"
+    )
+
+    assert from_csv.exit_code == 1
+    assert from_csv.stderr.splitlines() == [
+        "error: the model treats column(s) c as categorical, but in the sample they have dtype "
+        "str, not pandas 'category' (a CSV file cannot carry that dtype); pass the sample as "
+        "parquet, or build from Python with a DataFrame whose columns have the training dtypes"
+    ]
+    assert from_parquet.exit_code == 0, from_parquet.output
 
 
 def test_build_refuses_to_replace_a_bundle_unless_told_to(

@@ -55,7 +55,9 @@ def pickle_bundle_dir(
 ) -> Path:
     target = tmp_path_factory.mktemp("pickled") / "custom-1"
     with pytest.warns(UserWarning, match="stored the model as a pickle"):
-        bundle = rtserve.build(custom_pipeline, transactions[NUMERIC], name="custom", version="1")
+        bundle = rtserve.build(
+            custom_pipeline, transactions[NUMERIC], name="custom", version="1", allow_pickle=True
+        )
     bundle.save(target)
     return target
 
@@ -92,7 +94,9 @@ def test_a_function_from_outside_ml_libraries_also_falls_back_to_pickle(
         transactions[NUMERIC], fraud_labels
     )
     with pytest.warns(UserWarning, match="pickle"):
-        bundle = rtserve.build(model, transactions[NUMERIC], name="double", version="1")
+        bundle = rtserve.build(
+            model, transactions[NUMERIC], name="double", version="1", allow_pickle=True
+        )
     assert bundle.manifest.runtime.unsafe
 
 
@@ -108,7 +112,7 @@ def test_a_model_neither_skops_nor_pickle_can_store_is_refused(
         LogisticRegression(),
     ).fit(transactions[NUMERIC], fraud_labels)
     with pytest.raises(UnsupportedModelError, match=r"pickle cannot either.*lambdas"):
-        rtserve.build(model, transactions[NUMERIC], name="lambda", version="1")
+        rtserve.build(model, transactions[NUMERIC], name="lambda", version="1", allow_pickle=True)
 
 
 def test_a_pickle_bundle_is_refused_without_trust(pickle_bundle_dir: Path) -> None:
@@ -175,7 +179,7 @@ def test_a_manifest_asking_skops_to_trust_foreign_types_is_refused(
     runtime = read_manifest(fraud_bundle_copy).runtime
     options = {**runtime.options, "trusted_types": ["builtins.eval", "os.system"]}
     _edit_and_reseal(fraud_bundle_copy, runtime=runtime.model_copy(update={"options": options}))
-    with pytest.raises(UnsafeArtifactError, match="not from known ML libraries"):
+    with pytest.raises(UnsafeArtifactError, match="not on rtserve's allow-list"):
         rtserve.load(fraud_bundle_copy, force_native=True)  # the ONNX export never reads skops
 
 

@@ -12,7 +12,7 @@ import pytest
 import rtserve
 from rtserve import Predictor, UnseenPolicy
 from rtserve.errors import PredictionError, UnsupportedModelError, ValidationError
-from rtserve.runtimes.sklearn import TRUSTED_MODULE_PREFIXES
+from rtserve.runtimes import trusted_types
 from rtserve.types import Task
 
 BuildAndLoad = Callable[..., Predictor]
@@ -112,16 +112,21 @@ def test_a_classifier_without_predict_proba_gives_labels_only(build_and_load: Bu
     assert predictions.label.tolist() == model.predict(features).tolist()
 
 
-def test_pipelines_are_stored_with_skops_trusting_only_ml_library_types(
+def test_pipelines_are_stored_with_skops_trusting_only_allow_listed_types(
     fraud_predictor: Predictor,
 ) -> None:
+    from sklearn.base import BaseEstimator
+
     runtime = fraud_predictor.bundle.manifest.runtime
     assert (runtime.format, runtime.unsafe, runtime.files) == (
         "skops",
         False,
         ["model/model.skops"],
     )
-    assert all(t.startswith(TRUSTED_MODULE_PREFIXES) for t in runtime.options["trusted_types"])
+    assert runtime.options["trusted_types"]  # skops is told exactly what to trust ...
+    assert all(  # ... and each of those is on rtserve's allow-list
+        trusted_types.allows_any_role(t, BaseEstimator) for t in runtime.options["trusted_types"]
+    )
 
 
 def test_a_model_that_fails_on_unseen_categories_gets_them_rejected_by_the_schema(
