@@ -161,7 +161,9 @@ def test_each_violation_message_names_the_field_and_shows_the_value(validator: V
 def test_the_error_message_spells_out_every_violation(validator: Validator) -> None:
     with pytest.raises(ValidationError) as caught:
         validator.records([{**GOOD, "amount": "x", "hour": "y"}])
-    assert caught.value.message.startswith("2 violations: amount: 'x' is not a float (row 0); hour:")
+    assert caught.value.message.startswith(
+        "2 violations: amount: 'x' is not a float (row 0); hour:"
+    )
     assert caught.value.field == "amount"
 
 

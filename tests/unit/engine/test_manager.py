@@ -23,9 +23,7 @@ def versions_of_one_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     paths = {}
     for version in ("9", "10", "2"):
         paths[version] = root / f"m-{version}"
-        rtserve.build(model, frame, name="m", version=version, optimize="off").save(
-            paths[version]
-        )
+        rtserve.build(model, frame, name="m", version=version, optimize="off").save(paths[version])
     return paths
 
 
