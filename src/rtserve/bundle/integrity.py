@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from rtserve.bundle.manifest import MANIFEST_FILE, Manifest
-from rtserve.errors import IntegrityError
+from rtserve.errors import BundleFormatError, IntegrityError
 
 _CHUNK = 1 << 20
 
@@ -25,7 +25,7 @@ def hash_files(directory: Path) -> dict[str, str]:
     """sha256 of every regular file below ``directory`` except the manifest, by POSIX path.
 
     Raises:
-        IntegrityError: for a symbolic link anywhere in the bundle.
+        IntegrityError: for a symbolic link, FIFO, socket or device anywhere in the bundle.
     """
     hashes: dict[str, str] = {}
     for path in sorted(directory.rglob("*")):
@@ -38,9 +38,50 @@ def hash_files(directory: Path) -> dict[str, str]:
                 "<symbolic link>",
                 hint="bundles hold only regular files; a link could point outside the bundle",
             )
+        if not (path.is_file() or path.is_dir()):
+            # A FIFO would block the reader forever, a device never end: neither is hashed.
+            raise IntegrityError(
+                relative,
+                "<regular file>",
+                "<special file>",
+                hint="bundles hold only regular files and folders",
+            )
         if path.is_file() and relative != MANIFEST_FILE:
             hashes[relative] = sha256_file(path)
     return hashes
+
+
+def file_sizes(directory: Path, files: dict[str, str]) -> dict[str, int]:
+    """Size in bytes of each of ``files`` (as ``hash_files`` listed them) below ``directory``."""
+    return {relative: (directory / relative).stat().st_size for relative in files}
+
+
+#: The manifest sections a hand edit followed by ``rtserve reseal`` may change: the serving
+#: contract (schema, policies) and the description. Everything else is fixed at build.
+EDITABLE_SECTIONS = frozenset({"schema", "fallback", "output", "description"})
+
+
+def section_hashes(manifest: Manifest) -> dict[str, str]:
+    """A short sha256 of every section fixed at build, by manifest key (see ``EDITABLE_SECTIONS``)."""
+    data = manifest.model_dump(mode="json", by_alias=True, exclude={"digest", "sealed_sections"})
+    return {
+        key: hashlib.sha256(_canonical(value).encode("utf-8")).hexdigest()[:16]
+        for key, value in data.items()
+        if key not in EDITABLE_SECTIONS
+    }
+
+
+def changed_sections(manifest: Manifest) -> list[str]:
+    """The sections fixed at build that differ from what was sealed (none for an older bundle)."""
+    recorded = manifest.sealed_sections
+    if recorded is None:
+        return []
+    now = section_hashes(manifest)
+    return sorted(key for key in set(now) | set(recorded) if now.get(key) != recorded.get(key))
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def compute_digest(manifest: Manifest) -> str:
@@ -59,6 +100,8 @@ def verify(directory: Path, manifest: Manifest) -> None:
     Raises:
         IntegrityError: naming the first file (or the manifest) that differs, is missing, or is
             not listed.
+        BundleFormatError: a recorded size differs from its file, or a path the manifest names
+            (``profile``, ``validation``, a runtime file) is not one of its hashed ``files``.
     """
     expected_digest = compute_digest(manifest)
     if manifest.digest != expected_digest:
@@ -82,3 +125,19 @@ def verify(directory: Path, manifest: Manifest) -> None:
     extra = sorted(set(actual) - set(manifest.files))
     if extra:
         raise IntegrityError(extra[0], "<not listed>", actual[extra[0]], hint="unexpected file")
+    for relative, recorded in (manifest.sizes or {}).items():
+        size = (directory / relative).stat().st_size
+        if size != recorded:  # the hash matched, so the recorded size was edited
+            raise BundleFormatError(
+                f"sizes: {relative!r} is {size} bytes but the manifest records {recorded}; the "
+                "manifest was edited by hand, so rebuild the bundle with rtserve.build",
+                field="sizes",
+            )
+    for key, paths in manifest.named_paths().items():
+        for relative in paths:
+            if relative not in manifest.files:
+                raise BundleFormatError(
+                    f"{key}: {relative!r} is not one of the files the manifest hashes, so its "
+                    "content would be read unchecked; rebuild the bundle with rtserve.build",
+                    field=key,
+                )

@@ -6,15 +6,16 @@ import re
 
 from rtserve.errors import BundleFormatError
 
-# Names travel in URLs, file names, Prometheus labels and Kubernetes objects: keep them to the
-# common subset of all four.
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
-_VERSION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,62})$")
+# Names travel in URLs, file names, Prometheus labels, log lines and Kubernetes objects: keep them
+# to the common subset of all. Always matched with ``fullmatch``: ``$`` in ``re.match`` also
+# matches before a trailing newline, which let ``"fraud\n"`` through.
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
 
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise with the rule."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise BundleFormatError(
             f"model name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit (e.g. 'fraud-detector')",
@@ -25,7 +26,7 @@ def check_name(name: str) -> str:
 
 def check_version(version: str) -> str:
     """Return ``version`` if it is a valid version label, else raise with the rule."""
-    if not isinstance(version, str) or not _VERSION.match(version):
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise BundleFormatError(
             f"model version {version!r} is invalid: use 1-63 letters, digits, '.', '_', '+' or '-', "
             "starting with a letter or digit (e.g. '1', '2024-06-01', '1.2.0')",

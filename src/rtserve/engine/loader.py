@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtserve.bundle.archive import MAX_BUNDLE_BYTES
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import InputFrame, Manifest, RuntimeSpec
+from rtserve.bundle.paths import confine
 from rtserve.engine import environment
 from rtserve.engine.predictor import Predictor
 from rtserve.errors import UnsafeArtifactError
@@ -21,6 +23,7 @@ def load(
     pinned_digest: str | None = None,
     strict_versions: bool = False,
     force_native: bool = False,
+    max_bundle_bytes: int = MAX_BUNDLE_BYTES,
 ) -> Predictor:
     """Load a bundle (directory, ``.tar.gz`` or ``Bundle``) for in-process prediction.
 
@@ -32,13 +35,19 @@ def load(
         strict_versions: refuse, rather than warn, when a framework's minor version differs.
         force_native: predict with the model's own framework even where the bundle's ONNX
             export passed its parity gate (which ONNX Runtime then serves by default).
+        max_bundle_bytes: the most bytes a ``.tar.gz`` may unpack to (besides the cap of
+            4x the file sizes its manifest records); raise it for a genuinely larger bundle.
 
     Raises:
         IntegrityError: a file or the manifest changed after the build.
         UnsafeArtifactError: a pickle without trust and a matching pinned digest.
         EnvironmentMismatchError: strict versions and a mismatch, or a framework missing.
+        UnsafePathError: a file the manifest names leads outside the bundle.
+        BundleTooLargeError: an archive or a bundle file beyond its limit.
     """
-    bundle = source if isinstance(source, Bundle) else Bundle.open(source)
+    bundle = (
+        source if isinstance(source, Bundle) else Bundle.open(source, max_bytes=max_bundle_bytes)
+    )
     if isinstance(source, Bundle):
         bundle.verify()
     manifest = bundle.manifest
@@ -64,6 +73,9 @@ def load(
         options=choice.spec.options,
     )
     trust = Trust(allow_pickle=trust_pickle, pinned_digest=pinned_digest)
+    field = "optimized.runtime.files" if choice.optimized else "runtime.files"
+    for relative in choice.spec.files:  # the last check before an adapter opens them
+        confine(bundle.path, relative, field=field)
     runtime = adapter_named(choice.spec.adapter).load(bundle.path, choice.spec, description, trust)
     return Predictor(bundle, runtime)
 

@@ -97,7 +97,7 @@ class ModelManager:
         started = time.perf_counter()
         label = str(source)
         try:
-            bundle = Bundle.open(source)
+            bundle = Bundle.open(source, max_bytes=self.settings.max_bundle_bytes)
         except RtserveError as exc:
             logger.error("bundle %s cannot be opened: %s", label, exc.message)
             self.broken[label] = exc.message

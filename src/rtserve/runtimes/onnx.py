@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from rtserve.bundle.manifest import InputFrame, RuntimeSpec
+from rtserve.bundle.paths import confine
 from rtserve.bundle.schema import OutputSpec
-from rtserve.errors import BundleError, UnsafeArtifactError, UnsupportedModelError
+from rtserve.errors import BundleError, UnsafeArtifactError, UnsafePathError, UnsupportedModelError
 from rtserve.runtimes.base import Description, ModelOutput, Runtime, RuntimeAdapter, Trust
 from rtserve.runtimes.frame import describe_frame, to_matrix
 from rtserve.types import AnyArray, Columns, Task
@@ -50,8 +51,14 @@ def as_model_proto(model: Any) -> Any:
     raise UnsupportedModelError(f"not an ONNX model: {type(model).__name__}")
 
 
-def check_external_data(proto: Any, where: str) -> None:
-    """Refuse external-data locations that are absolute or climb out of the model's folder."""
+def check_external_data(
+    proto: Any, where: str, *, bundle: Path | None = None, model_file: str = ONNX_FILE
+) -> None:
+    """Refuse external-data locations that are absolute or climb out of the model's folder.
+
+    With ``bundle`` (loading a bundle's ``model_file``), each location is also confined on disk:
+    no symbolic link on the way and the resolved file inside the bundle.
+    """
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     for tensor in _get_all_tensors(proto):
@@ -59,11 +66,24 @@ def check_external_data(proto: Any, where: str) -> None:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         path = PurePosixPath(location.replace("\\", "/"))
-        if not location or path.is_absolute() or ".." in path.parts or ":" in location:
+        unsafe = (
+            not location
+            or path.is_absolute()
+            or ".." in path.parts
+            or ":" in location
+            or any(ord(char) < 0x20 for char in location)
+        )
+        if not unsafe and bundle is not None:
+            beside = PurePosixPath(model_file).parent / path
+            try:
+                confine(bundle, beside.as_posix(), field=model_file)
+            except UnsafePathError:
+                unsafe = True
+        if unsafe:
             raise UnsafeArtifactError(
                 f"{where}: tensor {tensor.name!r} reads external data from {location!r}, which is "
                 "outside the bundle; external data must sit beside the model file",
-                field=ONNX_FILE,
+                field=model_file,
             )
 
 
@@ -266,14 +286,9 @@ class OnnxAdapter(RuntimeAdapter):
         import onnx
 
         relative = spec.files[0] if spec.files else ONNX_FILE
-        if PurePosixPath(relative).is_absolute() or ".." in PurePosixPath(relative).parts:
-            raise UnsafeArtifactError(
-                f"rtserve.yaml points the ONNX runtime at {relative!r}, outside the bundle",
-                field="runtime.files",
-            )
-        path = directory / relative
+        path = confine(directory, relative, field="runtime.files")
         proto = onnx.load(str(path), load_external_data=False)
-        check_external_data(proto, where=relative)
+        check_external_data(proto, where=relative, bundle=directory, model_file=relative)
         try:
             session = _session(str(path))
         except Exception as exc:  # ORT raises its own exception types for bad graphs

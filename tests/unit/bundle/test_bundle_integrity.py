@@ -168,6 +168,19 @@ def test_saving_keeps_the_digest_and_refuses_to_overwrite(
     assert bundle.save(tmp_path / "copy", overwrite=True).digest == bundle.digest
 
 
+def test_saving_an_archive_refuses_to_overwrite_one_too(
+    fraud_bundle_dir: Path, tmp_path: Path
+) -> None:
+    bundle = Bundle.open(fraud_bundle_dir)
+    archive = tmp_path / "fraud-1.tar.gz"
+    archive.write_bytes(b"someone else's archive")
+
+    with pytest.raises(BundleError, match="already exists; bundles are immutable"):
+        bundle.save(archive)
+    assert archive.read_bytes() == b"someone else's archive"
+    assert bundle.save(archive, overwrite=True).digest == bundle.digest
+
+
 def test_a_built_bundle_describes_itself_as_json(
     fraud_bundle_dir: Path, transactions: pd.DataFrame
 ) -> None:
