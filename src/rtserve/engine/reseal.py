@@ -13,7 +13,12 @@ from pathlib import Path
 
 from rtserve.bundle.archive import is_archive
 from rtserve.bundle.bundle import Bundle
-from rtserve.bundle.integrity import compute_digest, hash_files
+from rtserve.bundle.integrity import (
+    EDITABLE_SECTIONS,
+    changed_sections,
+    compute_digest,
+    hash_files,
+)
 from rtserve.bundle.manifest import MANIFEST_FILE, Manifest, read_manifest
 from rtserve.bundle.validator import Validator
 from rtserve.engine.loader import load
@@ -62,6 +67,8 @@ def reseal(
         tolerance: how far the outputs may drift from the recorded ones.
 
     Raises:
+        BundleError: a section other than the schema, the policies or the description changed
+            (name, version, environment... are fixed at build).
         IntegrityError: a file other than ``rtserve.yaml`` differs from its recorded hash.
         SchemaDefinitionError: the edited schema rejects the validation sample, or the model no
             longer reproduces the recorded outputs under it.
@@ -78,6 +85,7 @@ def reseal(
     if not directory.is_dir():
         raise BundleFormatError(f"{directory}: no such bundle directory", field="path")
     manifest = read_manifest(directory)
+    _check_only_editable_sections(manifest)
     _check_files_unchanged(directory, manifest)
     candidate = manifest.model_copy(update={"digest": compute_digest(manifest)})
     bundle = Bundle(directory, candidate)
@@ -113,6 +121,23 @@ def reseal(
         new_digest=candidate.digest,
         parity=parity,
     )
+
+
+def _check_only_editable_sections(manifest: Manifest) -> None:
+    """Refuse an edit of anything but the schema, the serving policies or the description.
+
+    Name, version, build time, environment, runtime and files say which model this is and how it
+    was made; a bundle that differs there is another build, with a digest of its own.
+    """
+    changed = changed_sections(manifest)
+    if changed:
+        editable = ", ".join(sorted(EDITABLE_SECTIONS))
+        raise BundleError(
+            f"{MANIFEST_FILE}: {', '.join(changed)} changed since the build; reseal accepts edits "
+            f"to {editable} only, because identity and environment are fixed when a bundle is "
+            "built. Undo that edit, or build a new bundle (e.g. with another --version)",
+            field=changed[0],
+        )
 
 
 def _check_files_unchanged(directory: Path, manifest: Manifest) -> None:

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import rtserve
+from rtserve.bundle.manifest import read_manifest
 from tests.unit.cli.conftest import Invoke, NumericFiles
 
 
@@ -150,12 +149,11 @@ def test_verify_loads_a_pickle_bundle_only_with_trust_and_a_pinned_digest(
 def test_verify_warns_about_a_framework_version_mismatch_and_refuses_it_when_strict(
     rtserve_cli: Invoke, fraud_bundle_copy: Path
 ) -> None:
-    manifest_path = fraud_bundle_copy / "rtserve.yaml"
-    manifest = yaml.safe_load(manifest_path.read_text())
-    manifest["environment"]["packages"]["scikit-learn"] = "0.1.0"
-    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    resealed = rtserve_cli("reseal", fraud_bundle_copy)
-    assert resealed.exit_code == 0, resealed.output
+    # As if built under another scikit-learn (reseal refuses environment edits, so seal directly).
+    manifest = read_manifest(fraud_bundle_copy)
+    packages = {**manifest.environment.packages, "scikit-learn": "0.1.0"}
+    environment = manifest.environment.model_copy(update={"packages": packages})
+    rtserve.Bundle.seal(fraud_bundle_copy, manifest.model_copy(update={"environment": environment}))
 
     lenient = rtserve_cli("verify", fraud_bundle_copy)
     strict = rtserve_cli("verify", fraud_bundle_copy, "--strict-versions")

@@ -122,3 +122,45 @@ def test_reseal_works_on_directories_only(
 
     assert result.exit_code == 1
     assert "unpack the archive" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "edit"),
+    [
+        ("name", lambda m: m.update(name="fraud-v2")),
+        ("version", lambda m: m.update(version="2")),
+        ("environment", lambda m: m["environment"]["packages"].update({"scikit-learn": "0.1"})),
+        ("created_at", lambda m: m.update(created_at="2020-01-01T00:00:00Z")),
+        ("runtime", lambda m: m["runtime"]["options"].update({"label_from_proba": False})),
+    ],
+)
+def test_reseal_refuses_an_edit_of_identity_or_environment_naming_the_section(
+    rtserve_cli: Invoke, fraud_bundle_copy: Path, key: str, edit: Any
+) -> None:
+    path = fraud_bundle_copy / "rtserve.yaml"
+    manifest = yaml.safe_load(path.read_text())
+    edit(manifest)
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+    result = rtserve_cli("reseal", fraud_bundle_copy)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: rtserve.yaml: {key} changed since the build; ")
+    assert "description, fallback, output, schema only" in result.stderr
+    assert rtserve_cli("verify", fraud_bundle_copy).exit_code == 1  # still not resealed
+
+
+def test_reseal_accepts_a_new_description_and_policies_with_a_schema_edit(
+    rtserve_cli: Invoke, fraud_bundle_copy: Path
+) -> None:
+    path = fraud_bundle_copy / "rtserve.yaml"
+    manifest = yaml.safe_load(path.read_text())
+    manifest["description"] = "fraud scores for card payments"
+    manifest["output"] = {"round_probabilities": 3}
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    _edit_field(fraud_bundle_copy, "amount", minimum=0.0)
+
+    result = rtserve_cli("reseal", fraud_bundle_copy)
+
+    assert result.exit_code == 0, result.output
+    assert rtserve.Bundle.open(fraud_bundle_copy).manifest.description.startswith("fraud scores")
