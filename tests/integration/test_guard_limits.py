@@ -68,7 +68,7 @@ def test_too_many_instances_or_tensor_rows_are_413(limited: TestClient) -> None:
     assert limited.post("/v1/models/dense:predict", json=records_body(50)).status_code == 200
     response = limited.post("/v2/models/dense/infer", json=v2_body(51))
     assert response.status_code == 413
-    assert response.json()["field"] == "inputs"
+    assert response.json()["field"] == "inputs[0].shape"
 
 
 def test_a_long_string_is_422_naming_the_field(limited: TestClient) -> None:

@@ -16,7 +16,8 @@ from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.events import BatchInfo, Observer, PredictionEvent
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
-from rtserve.errors import InputError, ValidationError
+from rtserve.errors import InputError, NotFoundError, ValidationError
+from rtserve.guard.auth import not_found_unlisted
 from rtserve.guard.deadline import Deadline, DeadlinePolicy
 from rtserve.guard.fallback import FALLBACK_HEADER
 from rtserve.guard.limits import (
@@ -29,6 +30,7 @@ from rtserve.guard.limits import (
 from rtserve.observability import context as request_context
 from rtserve.observability.redaction import withhold_pii
 from rtserve.protocol import records, v2
+from rtserve.protocol.v2_tensors import TensorLimits
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
@@ -65,10 +67,22 @@ class DataPlane:
         self.observers = list(observers)
         self.draining = False
         self.limits = RequestLimits.from_settings(manager.settings)
+        self.tensor_limits = TensorLimits.from_settings(manager.settings.limits)
         self.deadlines = DeadlinePolicy.from_settings(manager.settings)
+        #: With authentication on, a 404 names only the model asked for, never the served ones.
+        self.unlisted = manager.settings.auth.enabled
         self._server_metadata = v2.encode_server_metadata(
             name=SERVER_NAME, version=_version(), extensions=v2.EXTENSIONS
         )
+
+    def _served(self, name: str, version: str | None) -> ServedModel:
+        """``manager.get``, whose 404 lists the served models unless ``unlisted``."""
+        try:
+            return self.manager.get(name, version)
+        except NotFoundError as exc:
+            if not self.unlisted:
+                raise
+            raise not_found_unlisted(exc, name, version) from None
 
     # --- health ---------------------------------------------------------------------------
 
@@ -82,7 +96,7 @@ class DataPlane:
 
     def model_ready(self, name: str, version: str | None) -> bool:
         """Whether one model (version) can answer now; unknown names raise ``NotFoundError``."""
-        return self.manager.get(name, version).ready and not self.draining
+        return self._served(name, version).ready and not self.draining
 
     # --- metadata -------------------------------------------------------------------------
 
@@ -92,7 +106,7 @@ class DataPlane:
 
     def model_metadata(self, name: str, version: str | None) -> bytes:
         """Open Inference Protocol model metadata (inputs/outputs as tensors)."""
-        served = self.manager.get(name, version)
+        served = self._served(name, version)
         schema = _schema_of(served)
         return v2.encode_model_metadata(
             name=served.name,
@@ -104,7 +118,7 @@ class DataPlane:
 
     def model_description(self, name: str, version: str | None) -> dict[str, Any]:
         """Records-API model description: JSON Schema of a record, version, digest, state."""
-        served = self.manager.get(name, version)
+        served = self._served(name, version)
         manifest = served.manifest
         return {
             "name": served.name,
@@ -134,13 +148,13 @@ class DataPlane:
         deadline: Deadline | None = None,
     ) -> Reply:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
-        served = self.manager.get(name, version)
+        served = self._served(name, version)
         request_context.note_model(served.name, served.version)
         predictor, batcher = served.require_ready()
-        limits = self.limits
+        limits, tensor_limits = self.limits, self.tensor_limits
 
         def decode() -> tuple[v2.InferRequest, Columns]:
-            request = v2.decode_infer_request(body, header_length)
+            request = v2.decode_infer_request(body, header_length, tensor_limits)
             document = body[:header_length] if header_length else body
             check_json_depth(document, limits.max_json_depth)
             v2.check_requested_outputs(request, predictor.schema)  # refuse before predicting
@@ -180,7 +194,7 @@ class DataPlane:
         deadline: Deadline | None = None,
     ) -> Reply:
         """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
-        served = self.manager.get(name, version)
+        served = self._served(name, version)
         request_context.note_model(served.name, served.version)
         predictor, batcher = served.require_ready()
         validator: Validator = predictor.validator

@@ -1,8 +1,9 @@
 """Open Inference Protocol requests: JSON or binary-extension bytes to an ``InferRequest``.
 
 The JSON part is decoded once by msgspec into private structs whose tensor ``data`` stays raw;
-each tensor is then read for its declared datatype and shape (``v2_tensors``). Every problem is a
-``MalformedRequestError`` whose field names the spot (``inputs[2].shape``).
+each tensor's shape is checked against ``TensorLimits`` before its data is read for the declared
+datatype (``v2_tensors``). Every problem is a ``MalformedRequestError`` (``PayloadTooLargeError``
+for a shape beyond the limits) whose field names the spot (``inputs[2].shape``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import msgspec
 
 from rtserve.errors import MalformedRequestError
 from rtserve.protocol import _json
-from rtserve.protocol.v2_tensors import Where, from_binary, from_json
+from rtserve.protocol.v2_tensors import TensorLimits, Where, check_shape, from_binary, from_json
 from rtserve.protocol.v2_types import (
     DATATYPES,
     HEADER_LENGTH_HEADER,
@@ -52,19 +53,25 @@ class _Request(msgspec.Struct, kw_only=True):
 
 
 _REQUEST = msgspec.json.Decoder(_Request)
+_DEFAULT_LIMITS = TensorLimits()
 
 
-def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest:
+def decode_infer_request(
+    body: bytes, header_length: int | None, limits: TensorLimits | None = None
+) -> InferRequest:
     """Read an inference request: JSON, or JSON followed by binary tensors.
 
     Args:
         body: the HTTP body.
         header_length: the ``Inference-Header-Content-Length`` header as an int (the JSON part's
             length), or ``None`` when absent (the whole body is JSON).
+        limits: rows and elements an input tensor may declare (default: the default settings').
 
     Raises:
         MalformedRequestError: for any body that is not a valid request, naming the field.
+        PayloadTooLargeError: for a shape with more rows or elements than ``limits`` allow.
     """
+    limits = limits if limits is not None else _DEFAULT_LIMITS
     binary = memoryview(b"")
     header = body
     if header_length is not None:
@@ -101,7 +108,7 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
                 field=f"inputs[{i}].name",
             )
         seen.add(item.name)
-        tensor, offset = _input(i, item, binary, offset)
+        tensor, offset = _input(i, item, binary, offset, limits)
         inputs.append(tensor)
     if offset != len(binary):
         raise MalformedRequestError(
@@ -120,7 +127,9 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
     )
 
 
-def _input(i: int, item: _Input, binary: memoryview, offset: int) -> tuple[InputTensor, int]:
+def _input(
+    i: int, item: _Input, binary: memoryview, offset: int, limits: TensorLimits
+) -> tuple[InputTensor, int]:
     at = f"inputs[{i}]"
     if item.datatype not in NUMPY_DTYPES:
         raise MalformedRequestError(
@@ -128,13 +137,8 @@ def _input(i: int, item: _Input, binary: memoryview, offset: int) -> tuple[Input
             f"server reads; use one of {', '.join(DATATYPES)}",
             field=f"{at}.datatype",
         )
-    if any(dim < 0 for dim in item.shape):
-        raise MalformedRequestError(
-            f"{at}.shape: {item.shape} (input {item.name!r}) has a negative dimension; a "
-            "request's shape gives the actual size of every dimension",
-            field=f"{at}.shape",
-        )
     shape = tuple(item.shape)
+    check_shape(shape, limits, f"{at}.shape", item.name)  # before any data is read
     parameters = dict(item.parameters or {})
     _refuse_shared_memory(parameters, f"{at}.parameters")
     where = Where(f"{at}.data", item.name)

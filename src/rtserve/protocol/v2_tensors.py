@@ -5,19 +5,25 @@ Reading is strict about element types (``FP32`` data are numbers, ``BOOL`` data 
 an error, never a silent wrap-around). The common shapes, a flat array or an array of rows, are
 decoded by msgspec into typed lists in one pass; anything else (deeper nesting, ``null`` for a
 missing value, a wrong element) takes a slower path that also names the offending element.
+
+A request's shape is checked before anything is allocated or reshaped for it (``check_shape``): at
+most ``MAX_RANK`` dimensions, none negative, no more rows and elements than ``TensorLimits``
+allow. Only then is the data read, and its element count must equal the shape's.
 """
 
 from __future__ import annotations
 
 import itertools
 import struct
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 
-from rtserve.errors import MalformedRequestError
+from rtserve.errors import MalformedRequestError, PayloadTooLargeError
 from rtserve.protocol.v2_types import NUMPY_DTYPES
+from rtserve.settings import LimitSettings
 from rtserve.types import AnyArray
 
 _KIND = {
@@ -31,6 +37,10 @@ _ANY = msgspec.json.Decoder()
 _LENGTH = struct.Struct("<I")
 #: Nesting of JSON tensor data deeper than this is refused whatever the shape says.
 MAX_NESTING = 32
+#: Most dimensions an input tensor may have. A tabular model reads ``[N]`` or ``[N, F]``; numpy's
+#: own ceiling (64) would turn a rank-70 shape into a crash instead of a client error.
+MAX_RANK = 8
+_LIMIT_DEFAULTS = LimitSettings()
 
 _WHAT = {
     "f": "numbers",
@@ -51,6 +61,52 @@ class Where(NamedTuple):
         return f"{self.field} (input {self.name!r})"
 
 
+@dataclass(frozen=True)
+class TensorLimits:
+    """How large a request's input tensors may be: rows (the first dimension) and elements."""
+
+    max_rows: int = _LIMIT_DEFAULTS.max_instances
+    max_elements: int = _LIMIT_DEFAULTS.max_tensor_elements
+
+    @classmethod
+    def from_settings(cls, limits: LimitSettings) -> TensorLimits:
+        """The bounds ``settings.limits`` configure (``max_instances``, ``max_tensor_elements``)."""
+        return cls(max_rows=limits.max_instances, max_elements=limits.max_tensor_elements)
+
+
+def check_shape(shape: tuple[int, ...], limits: TensorLimits, field: str, name: str) -> None:
+    """Refuse a shape no data may be read or reshaped for: too many dimensions, a negative one,
+    more rows or elements than ``limits`` allow (413), even when another dimension is 0."""
+    at = f"{field}: {list(shape) if len(shape) <= MAX_RANK else f'a rank-{len(shape)} shape'}"
+    if len(shape) > MAX_RANK:
+        raise MalformedRequestError(
+            f"{at} (input {name!r}) has {len(shape)} dimensions, more than the {MAX_RANK} this "
+            "server reads; send [N] or [N, F]",
+            field=field,
+        )
+    if any(dim < 0 for dim in shape):
+        raise MalformedRequestError(
+            f"{at} (input {name!r}) has a negative dimension; a request's shape gives the actual "
+            "size of every dimension",
+            field=field,
+        )
+    if shape and shape[0] > limits.max_rows:
+        raise PayloadTooLargeError(
+            f"{at} (input {name!r}) declares {shape[0]} rows, more than the limit of "
+            f"{limits.max_rows} per request; split the request into smaller batches",
+            field=field,
+        )
+    biggest = max(shape, default=1)
+    count = element_count(shape)
+    if count > limits.max_elements or biggest > limits.max_elements:
+        what = f"{count} elements" if count else f"a dimension of {biggest}"
+        raise PayloadTooLargeError(
+            f"{at} (input {name!r}) declares {what}, more than the limit of "
+            f"{limits.max_elements} elements per tensor; split the request into smaller batches",
+            field=field,
+        )
+
+
 def element_count(shape: tuple[int, ...]) -> int:
     """Number of elements of a tensor of this shape (exact, whatever the size)."""
     count = 1
@@ -60,7 +116,8 @@ def element_count(shape: tuple[int, ...]) -> int:
 
 
 def from_json(raw: msgspec.Raw, datatype: str, shape: tuple[int, ...], where: Where) -> AnyArray:
-    """The ``data`` of a JSON input as an array of ``shape``; ``where`` names it in errors."""
+    """The ``data`` of a JSON input as an array of ``shape`` (checked by ``check_shape``);
+    ``where`` names it in errors."""
     kind = _KIND[datatype]
     flat: list[Any] | None = None
     try:
@@ -82,7 +139,8 @@ def from_json(raw: msgspec.Raw, datatype: str, shape: tuple[int, ...], where: Wh
 def from_binary(
     buffer: bytes | memoryview, datatype: str, shape: tuple[int, ...], where: Where
 ) -> AnyArray:
-    """A binary-extension tensor (little-endian, row-major; BYTES length-prefixed) of ``shape``."""
+    """A binary-extension tensor (little-endian, row-major; BYTES length-prefixed) of ``shape``
+    (checked by ``check_shape``)."""
     dtype = NUMPY_DTYPES[datatype]
     if datatype == "BYTES":
         array = _bytes_elements(buffer, where)

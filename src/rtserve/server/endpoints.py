@@ -42,16 +42,23 @@ def check_content_type(headers: Mapping[str, str], accepted: tuple[str, ...]) ->
         )
 
 
+_MAX_LENGTH_DIGITS = 18
+
+
 def _header_length(headers: Mapping[str, str]) -> int | None:
     raw = headers.get("inference-header-content-length")
     if raw is None:
         return None
-    if not raw.strip().isdigit():
+    value = raw.strip()
+    # ASCII digits only (str.isdigit takes '²'), and few enough that int() is cheap: a length
+    # beyond the body limit is refused by the decoder anyway.
+    if not (value.isascii() and value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS):
         raise MalformedRequestError(
-            f"Inference-Header-Content-Length {raw!r} is not a non-negative integer",
+            f"Inference-Header-Content-Length {raw[:40]!r} is not a non-negative integer of at "
+            f"most {_MAX_LENGTH_DIGITS} digits",
             field="Inference-Header-Content-Length",
         )
-    return int(raw)
+    return int(value)
 
 
 def _version(request: Request) -> str | None:
@@ -141,7 +148,15 @@ ACCEPTED_TYPES = {"v2": _INFER_TYPES, "records": _JSON_TYPES}
 
 
 async def index(request: Request) -> Response:
-    """A tiny landing page pointing at the docs and the served models."""
+    """A tiny landing page pointing at the docs and the served models.
+
+    The page is public, so with authentication on it lists no models: anyone could read them.
+    """
+    if request.app.state.guards.auth.enabled:
+        return HTMLResponse(
+            "<h1>rtserve</h1><p><a href='/docs'>API docs</a></p>"
+            "<p>Served models are not listed while authentication is on.</p>"
+        )
     models = "".join(
         f"<li><a href='/v1/models/{m.name}'>{m.name}:{m.version}</a> — {m.state.value}</li>"
         for m in _plane(request).manager.all()

@@ -1,9 +1,16 @@
-"""The only place that maps rtserve errors (and stray exceptions) to HTTP responses."""
+"""The only place that maps rtserve errors (and stray exceptions) to HTTP responses.
+
+Every error body has the keys ``error``, ``code`` and ``field`` (null when no one field is at
+fault), whoever answers: a route, the router (404, 405), or the connection itself before the app
+sees the request (``raw_error_response``: 400, 408, 431).
+"""
 
 from __future__ import annotations
 
+import http
 import logging
 import math
+from collections.abc import Iterable
 
 import msgspec
 from starlette.exceptions import HTTPException
@@ -14,6 +21,7 @@ from rtserve.errors import (
     AuthenticationError,
     BundleError,
     DeadlineExceededError,
+    HeaderTooLargeError,
     InputError,
     MalformedRequestError,
     NotFoundError,
@@ -35,6 +43,7 @@ logger = logging.getLogger("rtserve.server")
 STATUS_OF: tuple[tuple[type[RtserveError], int], ...] = (
     (ValidationError, 422),
     (PayloadTooLargeError, 413),
+    (HeaderTooLargeError, 431),
     (UnsupportedMediaTypeError, 415),
     (MalformedRequestError, 400),
     (RequestTimeoutError, 408),
@@ -122,7 +131,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else code
     if exc.status_code == 404:
         message = f"no route for {request.method} {request.url.path}; see /docs"
-    response = json_error(exc.status_code, {"error": message, "code": code}, request)
+    response = json_error(exc.status_code, {"error": message, "code": code, "field": None}, request)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
@@ -133,9 +142,34 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return json_error(
         500,
-        {"error": "internal server error; see the server log", "code": "internal_error"},
+        {
+            "error": "internal server error; see the server log",
+            "code": "internal_error",
+            "field": None,
+        },
         request,
     )
+
+
+def raw_error_response(
+    error: RtserveError, default_headers: Iterable[tuple[bytes, bytes]] = ()
+) -> bytes:
+    """A whole HTTP/1.1 error response that closes the connection, as bytes.
+
+    For errors found on the connection before any application runs (headers too large or too
+    slow, a request that is not HTTP): the protocol writes these bytes itself. ``default_headers``
+    are the server's (``date``); a ``connection`` header among them is replaced by ``close``.
+    """
+    status = status_for(error)
+    body = msgspec.json.encode(error.to_dict())
+    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}".encode("ascii")]
+    lines += [name + b": " + value for name, value in default_headers if name != b"connection"]
+    lines += [
+        b"content-type: application/json",
+        b"content-length: " + str(len(body)).encode("ascii"),
+        b"connection: close",
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 EXCEPTION_HANDLERS = {

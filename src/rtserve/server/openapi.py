@@ -8,11 +8,14 @@ from rtserve.server.routes import ROUTES, Route
 
 _ERROR = {
     "type": "object",
-    "required": ["error", "code"],
+    "required": ["error", "code", "field"],
     "properties": {
         "error": {"type": "string", "description": "What is wrong and how to fix it."},
         "code": {"type": "string", "description": "Stable machine-readable error code."},
-        "field": {"type": "string", "description": "The offending field, when there is one."},
+        "field": {
+            "type": ["string", "null"],
+            "description": "The offending field; null when no single field is at fault.",
+        },
         "fields": {"type": "array", "items": {"type": "string"}},
         "violations": {"type": "array", "items": {"type": "object"}},
         "request_id": {"type": "string"},

@@ -4,6 +4,11 @@ Graceful shutdown on SIGTERM/SIGINT: readiness turns false at once (``DataPlane.
 server keeps answering for ``drain_delay_s`` (so load balancers stop sending), then stops
 accepting, lets in-flight and queued requests finish within ``graceful_timeout_s``, and exits 0.
 A shutdown that overruns its grace period (a hung model) exits 1 instead of hanging forever.
+From the first signal on, every response carries ``Connection: close`` and ends its connection,
+so keep-alive clients reconnect (to another instance) instead of reusing this one.
+
+Connections speak HTTP/1.1 through ``BoundedHttpProtocol`` (request heads bounded in size and
+time, ``settings.limits``) in both modes; WebSockets are off (no route uses them).
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ from starlette.applications import Starlette
 
 from rtserve.observability.metrics import multiprocess_metrics
 from rtserve.server.app import SETTINGS_ENV, create_app
+from rtserve.server.http_protocol import HeaderLimits, http_protocol
 from rtserve.settings import Settings
 
 logger = logging.getLogger("rtserve.server")
 #: Extra seconds past drain + grace before a stuck shutdown is ended with exit code 1.
 _WATCHDOG_MARGIN_S = 5.0
+#: The default header that makes uvicorn close each connection after its response.
+_CONNECTION_CLOSE = (b"connection", b"close")
 
 
 def run(settings: Settings, app: Starlette | None = None) -> None:
@@ -48,6 +56,13 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
         "timeout_graceful_shutdown": math.ceil(settings.graceful_timeout_s),
         "lifespan": "on",
         "server_header": False,
+        # request heads bounded in size and time (a picklable factory: workers get it too)
+        "http": http_protocol(HeaderLimits.from_settings(settings.limits)),
+        "ws": "none",  # no WebSocket route: an upgrade request is answered as plain HTTP
+        # X-Forwarded-For only from the configured proxies: uvicorn's default trusts loopback
+        # (and FORWARDED_ALLOW_IPS), which would let any local caller pick its client address.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies),
     }
     _exit_zero_after_signal()
     if settings.workers == 1:
@@ -83,9 +98,9 @@ def _shared_metrics(settings: Settings) -> contextlib.AbstractContextManager[obj
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, with readiness dropped at the first signal and an optional drain delay.
 
-    First SIGTERM/SIGINT: ``on_drain()`` (readiness false), keep serving ``drain_delay_s``, then
-    uvicorn's graceful shutdown. A second signal skips the rest of the delay; a third (SIGINT)
-    forces the exit as uvicorn does.
+    First SIGTERM/SIGINT: ``on_drain()`` (readiness false), ``Connection: close`` on every
+    response from then on, keep serving ``drain_delay_s``, then uvicorn's graceful shutdown. A
+    second signal skips the rest of the delay; a third (SIGINT) forces the exit as uvicorn does.
     """
 
     def __init__(
@@ -107,6 +122,11 @@ class DrainingServer(uvicorn.Server):
         if self._exit_at is None:
             self._exit_at = time.monotonic() + self.drain_delay_s
             self._on_drain()
+            self._say_connection_close()
+            for connection in self.server_state.connections:  # requests being answered now
+                cycle = getattr(connection, "cycle", None)
+                if cycle is not None and not cycle.response_complete:
+                    cycle.keep_alive = False  # as uvicorn's own shutdown marks them
             logger.info(
                 "signal %d: readiness false; draining for %.1fs, then up to %.1fs for in-flight "
                 "requests",
@@ -123,7 +143,18 @@ class DrainingServer(uvicorn.Server):
         """uvicorn's tick (every 0.1 s), ending the drain delay when it is over."""
         if self._exit_at is not None and not self.should_exit and time.monotonic() >= self._exit_at:
             self.should_exit = True
-        return await super().on_tick(counter)
+        stop = await super().on_tick(counter)  # renews the default headers once a second
+        if self._exit_at is not None:
+            self._say_connection_close()
+        return stop
+
+    def _say_connection_close(self) -> None:
+        """Every request read from now on is answered with ``Connection: close``, after which
+        uvicorn closes its connection. Idle keep-alive connections stay open until then: a
+        request a client sends on one during the drain is still answered."""
+        state = self.server_state
+        if _CONNECTION_CLOSE not in state.default_headers:
+            state.default_headers = [*state.default_headers, _CONNECTION_CLOSE]
 
 
 def _start_watchdog(seconds: float) -> None:
