@@ -42,6 +42,8 @@ def secured(dense_bundle: Path) -> Iterator[TestClient]:
                 "enabled": True,
                 "jwt_issuer": "idp",
                 "jwt_audience": "rtserve",
+                # the sweep below fails on purpose, many times a minute from one address
+                "max_failures_per_minute": 0,
                 "api_keys": [
                     {"name": f"{role}-client", "sha256": hash_key(key), "roles": [role]}
                     for role, key in KEYS.items()
@@ -93,7 +95,7 @@ def test_a_401_says_how_to_authenticate_and_a_403_which_role_is_missing(
     )
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden"
-    assert "needs the 'predict' role; 'read-client' holds: read" in response.json()["error"]
+    assert "needs the 'predict' role; 'key:read-client' holds: read" in response.json()["error"]
 
 
 def test_expired_and_wrong_audience_tokens_are_401(secured: TestClient) -> None:

@@ -41,7 +41,12 @@ def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
 
 def decisions(
     request_id: Annotated[
-        str | None, typer.Option("--request-id", help="The X-Request-ID of the request.")
+        str | None,
+        typer.Option(
+            "--request-id",
+            help="The X-Request-ID of the request (several requests may share a client's), "
+            "or a decision's server id.",
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Only this model name.")] = None,
     version: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
@@ -69,6 +74,9 @@ def decisions(
 ) -> None:
     """Which model version made a decision: read the decision log back.
 
+    Each record has the request's X-Request-ID (the client's, when it sent one) and the server's
+    own id for the prediction, unique per record with its row; --request-id finds either.
+
     Examples:
 
         rtserve decisions --request-id 4f1c2e...
@@ -93,8 +101,8 @@ def decisions(
     where = database_url.split("@")[-1] if database_url else str(directory)
     if request_id is not None and not found:
         raise NotFoundError(
-            f"no decision with request id {request_id!r} in {where}; check the id (the "
-            "X-Request-ID response header) and that the server logs to this sink",
+            f"no decision with request id or server id {request_id!r} in {where}; check the id "
+            "(the X-Request-ID response header) and that the server logs to this sink",
             field="request_id",
         )
     if as_json:
@@ -106,11 +114,15 @@ def decisions(
 
 
 def _table(found: list[Decision]) -> Table:
-    table = Table("time (UTC)", "request id", "row", "model", "version", "digest", "output", "ms")
+    table = Table(
+        "time (UTC)", "request id", "server id", "row", "model", "version", "digest", "output",
+        "ms",
+    )  # fmt: skip
     for d in found:
         table.add_row(
             d.time.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
             d.request_id,
+            d.server_id or "-",
             str(d.row),
             d.model,
             d.version,

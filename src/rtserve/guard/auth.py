@@ -4,6 +4,10 @@ Roles: ``predict`` (inference), ``read`` (metadata, schemas, drift), ``admin`` (
 the server; it also holds every other role). Routes marked ``public`` (health probes) need nothing.
 An API key is never stored: the configuration holds its sha256, and a presented key is hashed and
 compared with every stored hash in constant time, so neither the key nor a timing difference leaks.
+
+Identities are namespaced by kind (``key:<name>``, ``jwt:<sub>``, ``ip:<address>``): a token whose
+``sub`` equals an API key's name is a different caller, with its own rate-limit bucket. A refusal
+tells the client what to fix, never what the server expects (no issuer, audience or model list).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rtserve.errors import AuthenticationError, PermissionDeniedError
+from rtserve.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from rtserve.settings import AuthSettings
 
 Role = Literal["predict", "read", "admin"]
@@ -23,6 +27,13 @@ ROLES: tuple[Role, ...] = ("predict", "read", "admin")
 #: The scheme a client names in ``WWW-Authenticate`` / ``Authorization``.
 BEARER = "Bearer"
 API_KEY_HEADER = "x-api-key"
+#: Why an authentication failed: the ``reason`` label of ``rtserve_auth_failures_total`` (a
+#: fixed set, so the label stays bounded). ``blocked``: refused unchecked, too many failures.
+FAILURE_REASONS = (
+    "missing", "scheme", "invalid_key", "invalid_token", "expired", "claims", "blocked",
+)  # fmt: skip
+#: The identity prefix of each authentication method.
+_KIND = {"api_key": "key", "jwt": "jwt"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,27 @@ class Principal:
     def may(self, role: str) -> bool:
         """Whether this caller holds ``role`` (``admin`` holds them all)."""
         return role in self.roles or "admin" in self.roles
+
+    @property
+    def identity(self) -> str:
+        """``key:<name>`` or ``jwt:<sub>``: the caller in rate limits and messages. The kind is
+        part of it, so a token cannot pass for the API key whose name its ``sub`` repeats."""
+        if self.method == "anonymous":
+            return "anonymous"
+        return f"{_KIND[self.method]}:{self.subject}"
+
+
+def address_identity(host: str | None) -> str:
+    """``ip:<address>``: a caller known only by the address it connects from (the proxy's
+    client address only when it comes from a configured trusted proxy, see ``trusted_proxies``)."""
+    return f"ip:{host or 'unknown'}"
+
+
+def client_identity(principal: Principal, host: str | None) -> str:
+    """The rate-limit identity of a request: its principal's, or its address without one."""
+    if principal.method == "anonymous":
+        return address_identity(host)
+    return principal.identity
 
 
 ANONYMOUS = Principal("anonymous", frozenset(ROLES), "anonymous")
@@ -93,6 +125,8 @@ class JwtVerifier:
         """The token's subject and roles; ``AuthenticationError`` saying what is wrong otherwise."""
         import jwt
 
+        # The messages never name the expected issuer or audience: a caller without a valid
+        # token must not learn what one would have to claim.
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -104,21 +138,37 @@ class JwtVerifier:
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise _unauthenticated("the bearer token has expired; get a new one") from exc
+            raise _unauthenticated(
+                "the bearer token has expired; get a new one", "expired"
+            ) from exc
         except jwt.InvalidAudienceError as exc:
             raise _unauthenticated(
-                f"the bearer token is not for this audience (expected {self.audience!r})"
+                "the bearer token is not for this audience; ask your identity provider for a "
+                "token meant for this service",
+                "claims",
             ) from exc
         except jwt.InvalidIssuerError as exc:
-            raise _unauthenticated(f"the bearer token was not issued by {self.issuer!r}") from exc
+            raise _unauthenticated(
+                "the bearer token was not issued by an issuer this server trusts; get one from "
+                "your identity provider",
+                "claims",
+            ) from exc
         except jwt.MissingRequiredClaimError as exc:
-            raise _unauthenticated(f"the bearer token lacks the {exc.claim!r} claim") from exc
+            raise _unauthenticated(
+                f"the bearer token lacks the {exc.claim!r} claim", "claims"
+            ) from exc
         except jwt.InvalidTokenError as exc:
             raise _unauthenticated(
                 f"the bearer token is not valid ({type(exc).__name__}); tokens must be "
-                f"{self.algorithm}-signed by the configured key"
+                f"{self.algorithm}-signed by the configured key",
+                "invalid_token",
             ) from exc
-        return Principal(str(claims["sub"]), _roles_of(claims.get(self.roles_claim)), "jwt")
+        subject = claims["sub"]  # PyJWT has checked that it is present and a string
+        if not isinstance(subject, str) or not subject.strip():
+            raise _unauthenticated(
+                "the bearer token's 'sub' claim is empty; it must name the caller", "claims"
+            )
+        return Principal(subject, _roles_of(claims.get(self.roles_claim)), "jwt")
 
 
 @dataclass
@@ -167,17 +217,19 @@ class Authenticator:
                 api_key = token  # "Authorization: Bearer <api key>" works too
             else:
                 raise _unauthenticated(
-                    f"the Authorization scheme {scheme!r} is not supported; send "
-                    f"'Authorization: Bearer <token or key>' or '{API_KEY_HEADER}: <key>'"
+                    f"the Authorization scheme {scheme[:32]!r} is not supported; send "
+                    f"'Authorization: Bearer <token or key>' or '{API_KEY_HEADER}: <key>'",
+                    "scheme",
                 )
         if api_key is None:
             raise _unauthenticated(
                 f"this route needs credentials; send 'Authorization: Bearer <token or key>' or "
-                f"'{API_KEY_HEADER}: <key>'"
+                f"'{API_KEY_HEADER}: <key>'",
+                "missing",
             )
         principal = self.keys.find(api_key.strip())
         if principal is None:
-            raise _unauthenticated("the API key is not valid")
+            raise _unauthenticated("the API key is not valid", "invalid_key")
         return principal
 
     @staticmethod
@@ -186,13 +238,28 @@ class Authenticator:
         if not principal.may(role):
             held = ", ".join(sorted(principal.roles)) or "none"
             raise PermissionDeniedError(
-                f"{what} needs the {role!r} role; {principal.subject!r} holds: {held}",
+                f"{what} needs the {role!r} role; {principal.identity!r} holds: {held}",
                 field="role",
             )
 
 
-def _unauthenticated(message: str) -> AuthenticationError:
-    return AuthenticationError(message, field="authorization")
+def _unauthenticated(message: str, reason: str) -> AuthenticationError:
+    return AuthenticationError(message, field="authorization", reason=reason)
+
+
+def not_found_unlisted(error: NotFoundError, name: str, version: str | None) -> NotFoundError:
+    """The 404 for an unknown model or version naming only what the caller asked for.
+
+    With authentication on, a caller learns nothing of models it did not name: the default 404
+    lists every served model (helpful on a developer's laptop, a catalogue for anyone else).
+    """
+    if error.field == "model_version" and version is not None:
+        message = f"model {name!r} has no version {version!r} here; check the version"
+    else:
+        message = f"model {name!r} is not served here; check the name"
+    return NotFoundError(
+        f"{message} (served models are not listed while authentication is on)", field=error.field
+    )
 
 
 def _roles_of(claim: Any) -> frozenset[str]:

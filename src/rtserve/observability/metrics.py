@@ -201,6 +201,13 @@ class Metrics:
             [*model, "field", "rule"],
             registry=r,
         )
+        self.auth_failures = Counter(
+            "rtserve_auth_failures",
+            "Refused authentications (401, and 429 for an address past its failure limit), by "
+            "reason: missing, scheme, invalid_key, invalid_token, expired, claims, blocked.",
+            ["reason"],
+            registry=r,
+        )
         # --- model level (prediction events) ---------------------------------------------------
         self.model_seconds = Histogram(
             "rtserve_model_latency_seconds",

@@ -73,7 +73,8 @@ def create_app(
             await guards.rate.close()
             await asyncio.to_thread(observability.close)  # drain queues, close sinks
 
-    guards = Guards.from_settings(settings)  # auth, rate limits, deadlines, body limits
+    # auth, rate limits, deadlines, body limits; failed authentications counted in the metrics
+    guards = Guards.from_settings(settings, observability.metrics)
     inference = [r for r in ROUTES if isinstance(r, InferenceRoute)]
     tracker = RequestTracker(observability.access)
     router = InferenceRouter(routes=inference, guards=guards, plane=plane, tracker=tracker)

@@ -2,10 +2,15 @@
 cancellation on client disconnect, shared by every route.
 
 The route table (``rtserve.server.routes``) gives each route its role. Checks run in the order
-that spends the least on a request that will be refused (``admit``): deadline header,
-credentials and role, rate limit; then, for the inference routes, the body (bounded in size and
-time, ``receive_body``) and the prediction, which is cancelled with its queued model work if the
-client goes away (``DisconnectWatch``). ``guard_route`` wraps the other routes for Starlette.
+that spends the least on a request that will be refused (``admit``): deadline header, the
+address's failed-authentication limit, credentials and role, rate limit; then, for the inference
+routes, the body (bounded in size and time, ``receive_body``) and the prediction, which is
+cancelled with its queued model work if the client goes away (``DisconnectWatch``).
+``guard_route`` wraps the other routes for Starlette.
+
+The client address is the ASGI peer (``scope["client"]``) and nothing else: uvicorn replaces it
+with the ``X-Forwarded-For`` client only for a peer listed in ``trusted_proxies``, and no code
+here reads ``X-Forwarded-For``, ``Forwarded`` or ``X-Real-IP`` itself.
 """
 
 from __future__ import annotations
@@ -21,12 +26,25 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from rtserve.errors import RequestTimeoutError
-from rtserve.guard.auth import Authenticator, Principal
+from rtserve.errors import (
+    AuthenticationError,
+    NotFoundError,
+    RateLimitedError,
+    RequestTimeoutError,
+)
+from rtserve.guard.auth import (
+    FAILURE_REASONS,
+    Authenticator,
+    Principal,
+    address_identity,
+    client_identity,
+    not_found_unlisted,
+)
 from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline, DeadlinePolicy
 from rtserve.guard.limits import BodyBuffer, RequestLimits
 from rtserve.guard.ratelimit import RateLimiter, RateStatus
 from rtserve.observability import context as request_context
+from rtserve.observability.metrics import Metrics
 from rtserve.server.routes import Endpoint, RouteSpec
 from rtserve.settings import Settings
 
@@ -48,16 +66,31 @@ class Guards:
     limits: RequestLimits
     #: Requests refused or abandoned before reaching a model, by reason.
     rejections: Counter[str] = field(default_factory=Counter)
+    #: Where failed authentications are counted (``rtserve_auth_failures_total``); None: nowhere.
+    metrics: Metrics | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Guards:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Guards:
         """Build every guard; invalid configuration raises ``SettingsError`` at start-up."""
-        return cls(
-            auth=Authenticator.from_settings(settings.auth),
-            rate=RateLimiter.from_settings(settings.rate_limit),
+        auth = settings.auth
+        failures = auth.max_failures_per_minute if auth.enabled else 0
+        guards = cls(
+            auth=Authenticator.from_settings(auth),
+            rate=RateLimiter.from_settings(settings.rate_limit, auth_failures_per_minute=failures),
             deadlines=DeadlinePolicy.from_settings(settings),
             limits=RequestLimits.from_settings(settings),
+            metrics=metrics,
         )
+        if metrics is not None and auth.enabled:
+            for reason in FAILURE_REASONS:  # every series exists from the start, at 0
+                metrics.auth_failures.labels(reason)
+        return guards
+
+    def failed_authentication(self, reason: str) -> None:
+        """Count one refused authentication (a ``FAILURE_REASONS`` value)."""
+        self.rejections["unauthorized"] += 1
+        if self.metrics is not None:
+            self.metrics.auth_failures.labels(reason).inc()
 
 
 @dataclass(slots=True)
@@ -72,28 +105,46 @@ class Admitted:
 async def admit(
     guards: Guards, headers: Mapping[str, str], role: str, what: str, client_host: str | None
 ) -> Admitted:
-    """Deadline header, credentials and role, then the client's rate limit (cheapest first).
+    """Deadline header, the address's failed-authentication limit, credentials and role, then
+    the client's rate limit (cheapest first).
+
+    ``client_host`` is the ASGI peer address (already the forwarded client when the peer is a
+    trusted proxy). The rate-limit identity is namespaced: ``key:<name>``, ``jwt:<sub>``, or
+    ``ip:<address>`` when authentication is off.
 
     Raises:
         InputError (bad deadline header), AuthenticationError (401), PermissionDeniedError
-        (403), RateLimitedError (429); each refusal is counted in ``guards.rejections``.
+        (403), RateLimitedError (429: the client's rate limit, or too many failed
+        authentications from its address); each refusal is counted in ``guards.rejections``,
+        failed authentications also in ``rtserve_auth_failures_total``.
     """
     deadline = guards.deadlines.from_header(headers.get(TIMEOUT_HEADER))
     if role == "public":
         return Admitted(deadline, None, None)
+    failures = guards.rate.failures  # None unless authentication is on
+    address = address_identity(client_host)
+    if failures is not None:
+        try:
+            await failures.check(address)  # a blocked address's credentials are not tried
+        except RateLimitedError:
+            guards.failed_authentication("blocked")
+            raise
     try:
         principal = guards.auth.authenticate(headers)
+    except AuthenticationError as exc:
+        guards.failed_authentication(exc.reason)
+        if failures is not None:
+            await failures.failed(address)  # 429 instead when this failure was one too many
+        raise
+    try:
         guards.auth.authorize(principal, role, what)
     except Exception:
         guards.rejections["unauthorized"] += 1
         raise
     status: RateStatus | None = None
     if guards.rate.enabled:
-        client = principal.subject
-        if principal.method == "anonymous":
-            client = client_host or "unknown"
         try:
-            status = await guards.rate.hit(client)
+            status = await guards.rate.hit(client_identity(principal, client_host))
         except Exception:
             guards.rejections["rate_limited"] += 1
             raise
@@ -115,7 +166,14 @@ def guard_route(spec: RouteSpec, guards: Guards) -> Endpoint:
         request.state.deadline = admitted.deadline
         if admitted.principal is not None:
             request.state.principal = admitted.principal
-        response = await endpoint(request)
+        try:
+            response = await endpoint(request)
+        except NotFoundError as exc:
+            if not guards.auth.enabled or "name" not in request.path_params:
+                raise
+            params = request.path_params
+            version = params.get("version") or request.query_params.get("version")
+            raise not_found_unlisted(exc, params["name"], version) from None
         if admitted.rate is not None:
             response.headers.update(rate_headers(admitted.rate))
         return response

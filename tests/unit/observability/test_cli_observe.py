@@ -6,6 +6,7 @@ import json
 import subprocess
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -64,7 +65,7 @@ def test_a_time_range_and_version_filter_the_table(log_dir):
 def test_an_unknown_request_id_fails_with_exit_code_1(log_dir):
     result = run("decisions", "--request-id", "nope", "--dir", log_dir)
     assert result.exit_code == 1
-    assert "no decision with request id 'nope'" in result.stderr
+    assert "no decision with request id or server id 'nope'" in result.stderr
 
 
 def test_the_sql_sink_is_read_with_a_database_url(tmp_path):
@@ -115,3 +116,18 @@ def test_alerts_writes_rules_promtool_accepts_and_a_dashboard(tmp_path):
 def test_alerts_refuses_a_malformed_duration(tmp_path):
     result = run("alerts", "--output", tmp_path, "--window", "five minutes")
     assert result.exit_code == 2
+
+
+def test_the_server_id_finds_a_decision_and_shows_in_the_table(tmp_path):
+    sink = JsonlSink(tmp_path)
+    sink.open()
+    server_id = "5" * 32
+    sink.write([msgspec.structs.replace(decision("shared", "3", 1), server_id=server_id)])
+    sink.close()
+    result = run("decisions", "--request-id", server_id, "--dir", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["request_id"], record["server_id"]) == ("shared", server_id)
+    table = run("decisions", "--request-id", "shared", "--dir", tmp_path)
+    assert table.exit_code == 0, table.output
+    assert "server" in table.stdout  # the column (narrow test terminals wrap its title)

@@ -1,13 +1,16 @@
 """The default decision sink: JSON-lines segment files in a directory, rotated by size.
 
 Each process writes its own segment (``decisions-<UTC start>-<pid>-<n>.jsonl``), so several workers
-never interleave lines; a segment is closed and a new one started past ``max_bytes``; beyond
-``max_files`` segments the oldest are deleted. Segments are never renamed, so a reader never
-misses a line to a rotation.
+never interleave lines. A segment never grows past ``max_bytes``: a line that would cross it goes
+to a new segment. A single record longer than ``max_bytes`` (large recorded inputs) is written
+without its inputs; if it is still too long it is written alone in a segment of its own, and
+both cases log a warning. Beyond ``max_files`` segments the oldest are deleted. Segments are never
+renamed, so a reader never misses a line to a rotation.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,6 +22,7 @@ import msgspec
 from rtserve.observability.decisions.record import Decision, DecisionQuery
 
 PATTERN = "decisions-*.jsonl"
+logger = logging.getLogger("rtserve.observability")
 
 
 class JsonlSink:
@@ -26,7 +30,8 @@ class JsonlSink:
 
     Args:
         directory: where segments live (created on open).
-        max_bytes: a segment is closed once it grows past this.
+        max_bytes: the most bytes a segment holds (see the module docstring for one record
+            longer than that).
         max_files: segments kept in the directory (oldest deleted first).
     """
 
@@ -53,22 +58,60 @@ class JsonlSink:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, decisions: Sequence[Decision]) -> None:
-        """Append one line per decision and flush (rotating first when the segment is full)."""
+        """Append one line per decision and flush, starting a new segment before a line that
+        would take the current one past ``max_bytes``."""
         if not decisions:
             return
         data = self._encoder.encode_lines(decisions)
-        target = self._file
-        if target is None or self._size >= self.max_bytes:
-            target = self._rotate()
-        target.write(data)
-        target.flush()
-        self._size += len(data)
+        if self._file is not None and self._size + len(data) <= self.max_bytes:
+            self._append(data)  # the usual case: the whole batch fits
+            return
+        chunk = bytearray()  # lines bound for the current segment
+        for decision in decisions:
+            line = self._line(decision)
+            held = self._size + len(chunk)
+            if self._file is None or (held and held + len(line) > self.max_bytes):
+                if chunk:
+                    self._append(chunk)
+                    chunk.clear()
+                self._rotate()
+            chunk += line
+        if chunk:
+            self._append(chunk)
 
     def close(self) -> None:
         """Close the current segment."""
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def _append(self, data: bytes | bytearray) -> None:
+        if self._file is None:  # ``write`` rotates before the first append
+            raise RuntimeError("no open decision segment")
+        self._file.write(data)
+        self._file.flush()
+        self._size += len(data)
+
+    def _line(self, decision: Decision) -> bytes:
+        """One decision's line, without its inputs when it would not fit in a segment."""
+        line = self._encoder.encode(decision) + b"\n"
+        if len(line) <= self.max_bytes:
+            return line
+        if decision.inputs is not None:
+            shorter = self._encoder.encode(msgspec.structs.replace(decision, inputs=None)) + b"\n"
+            logger.warning(
+                "decision %s row %d is %d bytes, over decision_log.max_bytes %d: written "
+                "without its inputs",
+                decision.server_id, decision.row, len(line), self.max_bytes,
+            )  # fmt: skip
+            line = shorter
+        if len(line) > self.max_bytes:
+            logger.warning(
+                "decision %s row %d is %d bytes, over decision_log.max_bytes %d even without "
+                "inputs: written alone in a segment of its own",
+                decision.server_id, decision.row, len(line), self.max_bytes,
+            )  # fmt: skip
+        return line
 
     def _rotate(self) -> IO[bytes]:
         self.close()
@@ -113,7 +156,7 @@ class JsonlReader:
                     continue
                 if query.matches(decision):
                     found.append(decision)
-        found.sort(key=lambda d: (d.time, d.request_id, d.row))
+        found.sort(key=lambda d: (d.time, d.request_id, d.server_id, d.row))
         return found[: query.limit]
 
 

@@ -1,8 +1,17 @@
-"""One decision-log record per predicted row, and the query that finds them again."""
+"""One decision-log record per predicted row, and the query that finds them again.
+
+A record carries two ids. ``request_id`` is the ``X-Request-ID`` the request was answered under:
+the client's own when it sent one, kept for correlation, so two requests may share it.
+``server_id`` is made here, once per prediction event, and never repeats (a random prefix per
+process and a counter): ``(server_id, row)`` is the record's key, and a lookup by either id
+finds it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +35,7 @@ class Decision(msgspec.Struct, frozen=True):
     it must cost next to nothing.
     """
 
-    request_id: str
+    request_id: str  # the X-Request-ID (client-chosen or generated): correlation, not unique
     row: int  # position of the row in its request
     time: datetime  # UTC, when the request was accepted
     model: str
@@ -40,6 +49,9 @@ class Decision(msgspec.Struct, frozen=True):
     variant: str = ""
     trace_id: str | None = None
     inputs: dict[str, Any] | None = None  # only when configured, PII redacted
+    #: The server's own id of the prediction: with ``row`` the record's unique key ("" only in
+    #: records written before it existed).
+    server_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-lines form as a dict (time as ISO 8601 UTC)."""
@@ -55,7 +67,8 @@ class Decision(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True)
 class DecisionQuery:
-    """Which decisions to read back: by request id, and/or model, version and time range."""
+    """Which decisions to read back: by request id (the ``X-Request-ID`` or the server id),
+    and/or model, version and time range."""
 
     request_id: str | None = None
     model: str | None = None
@@ -67,7 +80,11 @@ class DecisionQuery:
     def matches(self, d: Decision) -> bool:
         """Whether one decision passes every given filter."""
         return (
-            (self.request_id is None or d.request_id == self.request_id)
+            (
+                self.request_id is None
+                or d.request_id == self.request_id
+                or d.server_id == self.request_id
+            )
             and (self.model is None or d.model == self.model)
             and (self.version is None or d.version == self.version)
             and (self.since is None or d.time >= self.since)
@@ -103,6 +120,27 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+class _ServerIds:
+    """Ids no other prediction gets: 16 random hex digits drawn once per process (again after a
+    fork) and a 16-digit counter, like the server's generated request ids."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def __call__(self) -> str:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._prefix = os.urandom(8).hex()
+            self._counter = itertools.count()
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+#: A fresh server id per call (thread-safe: ``next`` on a counter holds the GIL).
+new_server_id = _ServerIds()
+
+
 def decisions_of(
     event: ObservedPrediction,
     schema: Schema | None,
@@ -121,7 +159,8 @@ def decisions_for(
     *,
     include_inputs: bool,
 ) -> list[Decision]:
-    """One ``Decision`` per row of several events of one model version.
+    """One ``Decision`` per row of several events of one model version; each event gets its own
+    ``server_id`` (its rows share it, numbered by ``row``).
 
     The events' columns are joined first, so converting, hashing and shaping outputs run once
     per batch rather than once per request (most online requests hold a single row).
@@ -152,6 +191,7 @@ def decisions_for(
         trace_id = parsed[0] if parsed else None
         when = datetime.fromtimestamp(event.time, UTC)
         shared = (event.model, event.version, event.digest, event.protocol)
+        server_id = new_server_id()
         for row in range(event.rows):
             # positional, in the struct's field order: a keyword call costs twice as much per row
             decision = Decision(
@@ -166,6 +206,7 @@ def decisions_for(
                 event.variant,
                 trace_id,
                 inputs[i] if inputs is not None else None,
+                server_id,
             )
             result.append(decision)
             i += 1

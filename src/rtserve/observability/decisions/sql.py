@@ -2,6 +2,12 @@
 
 The table ``rtserve_decisions`` is created on start when missing. URLs: ``sqlite:///path.db``,
 ``postgresql://user@host/db`` (read as ``postgresql+psycopg://``).
+
+A record's key is the server's own id with the row index, ``UNIQUE (server_id, row_index)``; the
+client's ``X-Request-ID`` (``request_id``) is kept, indexed, for correlation. A table made before
+``server_id`` existed is upgraded on start: the column is added (NULL in the old rows, which had
+no such id and stay readable) and the unique index created; both steps are idempotent, so
+workers starting together do not trip over each other. The reader reads an old table as it is.
 """
 
 from __future__ import annotations
@@ -20,13 +26,18 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     create_engine,
     insert,
+    inspect,
+    or_,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from rtserve.errors import RtserveError
@@ -54,8 +65,13 @@ decisions_table = Table(
     Column("fallback", Boolean, nullable=False),
     Column("variant", String(128), nullable=False),
     Column("trace_id", String(32), nullable=True),
+    # Nullable only for rows written before it existed (an upgraded table); always set since.
+    Column("server_id", String(64), nullable=True),
     Index("ix_rtserve_decisions_model_time", "model", "version", "time"),
+    Index("ux_rtserve_decisions_server_row", "server_id", "row_index", unique=True),
 )
+#: The unique key index (created on an upgraded table too).
+KEY_INDEX = next(i for i in decisions_table.indexes if i.unique)
 
 
 class DecisionStoreError(RtserveError):
@@ -98,6 +114,7 @@ def _row(d: Decision) -> dict[str, Any]:
         "fallback": d.fallback,
         "variant": d.variant,
         "trace_id": d.trace_id,
+        "server_id": d.server_id or None,  # "" (a record without one) is stored as NULL
     }
 
 
@@ -117,6 +134,8 @@ class SqlSink:
         engine = engine_for(self.url)
         try:
             metadata.create_all(engine, checkfirst=True)
+            with engine.begin() as connection:
+                upgrade(connection)
         except SQLAlchemyError as exc:
             engine.dispose()
             raise DecisionStoreError(
@@ -146,29 +165,50 @@ class SqlSink:
             self._engine = None
 
 
+def upgrade(connection: Connection) -> None:
+    """Bring a table made by an older rtserve up to date: add ``server_id`` (NULL in the old
+    rows) and its unique index. Idempotent, and safe when another worker does it meanwhile."""
+    if "server_id" not in _columns(connection):
+        try:
+            with connection.begin_nested():  # a savepoint: a lost race leaves the rest usable
+                connection.execute(text(f"ALTER TABLE {TABLE} ADD COLUMN server_id VARCHAR(64)"))
+        except SQLAlchemyError:
+            if "server_id" not in _columns(connection):
+                raise  # not a race with another worker: a real failure
+    try:
+        with connection.begin_nested():
+            KEY_INDEX.create(connection, checkfirst=True)
+    except SQLAlchemyError:
+        indexes = inspect(connection).get_indexes(TABLE)
+        if KEY_INDEX.name not in {i["name"] for i in indexes}:
+            raise
+
+
+def _columns(connection: Connection) -> set[str]:
+    return {c["name"] for c in inspect(connection).get_columns(TABLE)}
+
+
 class SqlReader:
-    """Reads decisions back from the table."""
+    """Reads decisions back from the table (one an older rtserve made, too)."""
 
     def __init__(self, url: str) -> None:
         self.engine = engine_for(url)
 
     def query(self, query: DecisionQuery) -> list[Decision]:
-        """Matching decisions in time order, at most ``query.limit``."""
+        """Matching decisions in time order, at most ``query.limit``; ``query.request_id``
+        matches the ``X-Request-ID`` or the server id."""
         t = decisions_table.c
-        statement = select(decisions_table)
-        if query.request_id is not None:
-            statement = statement.where(t.request_id == query.request_id)
-        if query.model is not None:
-            statement = statement.where(t.model == query.model)
-        if query.version is not None:
-            statement = statement.where(t.version == query.version)
-        if query.since is not None:
-            statement = statement.where(t.time >= query.since)
-        if query.until is not None:
-            statement = statement.where(t.time <= query.until)
-        statement = statement.order_by(t.time, t.request_id, t.row_index).limit(query.limit)
         try:
             with self.engine.connect() as connection:
+                upgraded = "server_id" in _columns(connection)
+                columns = [c for c in decisions_table.c if upgraded or c.name != "server_id"]
+                statement = select(*columns)
+                if query.request_id is not None:
+                    wanted = t.request_id == query.request_id
+                    if upgraded:
+                        wanted = or_(wanted, t.server_id == query.request_id)
+                    statement = statement.where(wanted)
+                statement = _filtered(statement, query)
                 rows = connection.execute(statement).mappings().all()
         finally:
             self.engine.dispose()
@@ -188,6 +228,22 @@ class SqlReader:
                 variant=r["variant"],
                 trace_id=r["trace_id"],
                 inputs=r["inputs"],
+                server_id=r.get("server_id") or "",
             )
             for r in rows
         ]
+
+
+def _filtered(statement: Select[Any], query: DecisionQuery) -> Select[Any]:
+    """``statement`` with the query's model, version and time filters, ordered and limited."""
+    t = decisions_table.c
+    if query.model is not None:
+        statement = statement.where(t.model == query.model)
+    if query.version is not None:
+        statement = statement.where(t.version == query.version)
+    if query.since is not None:
+        statement = statement.where(t.time >= query.since)
+    if query.until is not None:
+        statement = statement.where(t.time <= query.until)
+    # ``id`` keeps two requests that share an X-Request-ID (and a moment) apart, rows in order
+    return statement.order_by(t.time, t.request_id, t.id).limit(query.limit)
