@@ -35,7 +35,11 @@ SETTINGS_ENV = "RTSERVE_WORKER_SETTINGS_JSON"
 
 
 def create_app(
-    settings: Settings, manager: ModelManager | None = None, *, load_before_serving: bool = False
+    settings: Settings,
+    manager: ModelManager | None = None,
+    *,
+    load_before_serving: bool = False,
+    freeze_gc: bool = False,
 ) -> Starlette:
     """The rtserve ASGI app; mount it in FastAPI/Starlette or run it with uvicorn.
 
@@ -43,6 +47,8 @@ def create_app(
     once while readiness waits for every warm-up. ``load_before_serving`` holds start-up until
     loading has finished instead: a worker process that shares its port with others then
     accepts no connection (and so answers no request with 503) before its models are settled.
+    ``freeze_gc`` (set by rtserve's own runner, never for an app embedded in someone else's
+    process) moves what exists once the models are loaded out of the cyclic GC's full scans.
     """
     manager = manager if manager is not None else ModelManager(settings)
     observability = Observability(settings, ManagerCatalog(manager))
@@ -59,7 +65,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         manager.pending = len(settings.bundles)  # unready from the first request on
         loading = asyncio.create_task(asyncio.to_thread(manager.load_all, settings.bundles))
-        loading.add_done_callback(_freeze_long_lived)
+        if freeze_gc:
+            loading.add_done_callback(_freeze_long_lived)
         observability.start()
         if load_before_serving:
             await asyncio.wait({loading})
@@ -159,4 +166,4 @@ def app_from_env() -> Starlette:
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings.load()
     configure_logging(settings.log_level)  # a spawned worker starts with no logging set up
-    return create_app(settings, load_before_serving=True)
+    return create_app(settings, load_before_serving=True, freeze_gc=True)

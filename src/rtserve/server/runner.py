@@ -66,7 +66,7 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
     }
     _exit_zero_after_signal()
     if settings.workers == 1:
-        app = app if app is not None else create_app(settings)
+        app = app if app is not None else create_app(settings, freeze_gc=True)
 
         def drain() -> None:
             app.state.dataplane.draining = True
