@@ -87,6 +87,24 @@ class TestMetadata:
         assert outputs["label"]["datatype"] == "INT64"
         assert outputs["probabilities"]["shape"] == [-1, 2]
 
+    def test_the_model_index_lists_every_version_with_its_protocol_state(
+        self, client: TestClient
+    ) -> None:
+        assert client.get("/v2/models").json() == [
+            {"name": "dense", "version": "2", "state": "READY"},
+            {"name": "fraud", "version": "1", "state": "READY"},
+        ]
+
+    def test_the_records_listing_names_each_models_default_version_and_digests(
+        self, client: TestClient, fraud: rtserve.Predictor
+    ) -> None:
+        listing = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert sorted(listing) == ["dense", "fraud"]
+        assert listing["fraud"]["default_version"] == "1"
+        assert listing["fraud"]["versions"] == [
+            {"version": "1", "state": "ready", "reason": None, "digest": fraud.digest}
+        ]
+
     def test_numeric_model_advertises_a_single_matrix_input(self, client: TestClient) -> None:
         body = client.get("/v2/models/dense/versions/2").json()
         assert len(body["inputs"]) == 1

@@ -10,6 +10,7 @@ from importlib import metadata
 from typing import Any, TypeVar
 
 from rtserve.bundle.jsonschema import record_schema
+from rtserve.bundle.naming import version_order_key
 from rtserve.bundle.schema import Schema
 from rtserve.bundle.validator import Validator
 from rtserve.engine.batcher import AdaptiveBatcher
@@ -32,9 +33,17 @@ from rtserve.observability.redaction import withhold_pii
 from rtserve.protocol import records, v2
 from rtserve.protocol.v2_tensors import TensorLimits
 from rtserve.runtimes.base import ModelOutput
-from rtserve.types import Columns
+from rtserve.types import Columns, ModelState
 
 T = TypeVar("T")
+#: The model states of the Open Inference Protocol's repository index (as Triton reports them).
+_INDEX_STATES = {
+    ModelState.LOADING: "LOADING",
+    ModelState.WARMING: "LOADING",
+    ModelState.READY: "READY",
+    ModelState.FAILED: "UNAVAILABLE",
+    ModelState.UNLOADED: "UNAVAILABLE",
+}
 #: Bodies larger than this are decoded and validated off the event loop.
 OFFLOAD_BYTES = 64 << 10
 SERVER_NAME = "rtserve"
@@ -103,6 +112,48 @@ class DataPlane:
     def server_metadata(self) -> bytes:
         """Open Inference Protocol server metadata."""
         return self._server_metadata
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """Every served model version, Open Inference Protocol repository-index style.
+
+        States are the protocol's (``READY``, ``LOADING``, ``UNAVAILABLE``) with the reason when
+        a version cannot answer; the server's own state names are in ``models()``.
+        """
+        return [
+            {
+                "name": served.name,
+                "version": served.version,
+                "state": _INDEX_STATES[served.state],
+                **({"reason": served.reason} if served.reason else {}),
+            }
+            for served in self._sorted_models()
+        ]
+
+    def models(self) -> list[dict[str, Any]]:
+        """Records-API listing: each model name, the version unversioned calls get, and every
+        served version with its state and digest."""
+        listing: dict[str, dict[str, Any]] = {}
+        for served in self._sorted_models():
+            entry = listing.setdefault(
+                served.name,
+                {
+                    "name": served.name,
+                    "default_version": self.manager.get(served.name).version,
+                    "versions": [],
+                },
+            )
+            entry["versions"].append(
+                {
+                    "version": served.version,
+                    "state": served.state.value,
+                    "reason": served.reason or None,
+                    "digest": served.digest,
+                }
+            )
+        return list(listing.values())
+
+    def _sorted_models(self) -> list[ServedModel]:
+        return sorted(self.manager.all(), key=lambda m: (m.name, version_order_key(m.version)))
 
     def model_metadata(self, name: str, version: str | None) -> bytes:
         """Open Inference Protocol model metadata (inputs/outputs as tensors)."""

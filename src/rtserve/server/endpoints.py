@@ -95,6 +95,16 @@ async def server_metadata(request: Request) -> Response:
     return Response(_plane(request).server_metadata(), media_type=JSON)
 
 
+async def repository_index(request: Request) -> Response:
+    """Every served model version with its state (Open Inference Protocol repository index)."""
+    return _json(_plane(request).repository_index())
+
+
+async def models(request: Request) -> Response:
+    """Records API: every served model, the version unversioned calls get, and its versions."""
+    return _json({"models": _plane(request).models()})
+
+
 async def model_metadata(request: Request) -> Response:
     """Open Inference Protocol model metadata."""
     body = _plane(request).model_metadata(request.path_params["name"], _version(request))

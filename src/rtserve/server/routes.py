@@ -76,6 +76,9 @@ ROUTES: tuple[RouteSpec | InferenceRoute, ...] = (
         "Server metadata",
         "v2",
     ),
+    RouteSpec(
+        "GET", "/v2/models", endpoints.repository_index, "v2_models", "read", "Model index", "v2"
+    ),
     RouteSpec("GET", _M, endpoints.model_metadata, "v2_model", "read", "Model metadata", "v2"),
     RouteSpec(
         "GET", _MV, endpoints.model_metadata, "v2_model_version", "read", "Model metadata", "v2"
@@ -116,6 +119,7 @@ ROUTES: tuple[RouteSpec | InferenceRoute, ...] = (
         "Predict records",
         "records",
     ),
+    RouteSpec("GET", "/v1/models", endpoints.models, "v1_models", "read", "Models", "records"),
     RouteSpec(
         "GET",
         "/v1/models/{name}",
