@@ -15,7 +15,7 @@ fmt:  ## apply ruff fixes and formatting (review the diff)
 types:  ## mypy --strict over src/
 	uv run mypy src
 
-imports:  ## import-linter contracts (DESIGN.md section 4)
+imports:  ## import-linter contracts (layer order of docs/architecture.md)
 	uv run lint-imports
 
 test:  ## the README test command

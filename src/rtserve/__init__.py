@@ -11,9 +11,9 @@ import importlib
 import typing
 
 if typing.TYPE_CHECKING:
+    from rtserve.building.builder import build
     from rtserve.bundle.bundle import Bundle
     from rtserve.bundle.schema import FieldSpec, FieldType, MissingPolicy, Schema, UnseenPolicy
-    from rtserve.engine.builder import build
     from rtserve.engine.loader import load
     from rtserve.engine.predictions import Predictions
     from rtserve.engine.predictor import ParityReport, Predictor
@@ -29,7 +29,7 @@ _EXPORTS = {
     "Predictor": "rtserve.engine.predictor",
     "Schema": "rtserve.bundle.schema",
     "UnseenPolicy": "rtserve.bundle.schema",
-    "build": "rtserve.engine.builder",
+    "build": "rtserve.building.builder",
     "load": "rtserve.engine.loader",
 }
 

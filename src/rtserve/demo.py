@@ -104,8 +104,8 @@ def fraud_pipeline() -> Any:
 
 def build_demo_bundle(target: Path, *, rows: int = 20_000) -> Path:
     """Train the demo pipeline and save its bundle to ``target`` (reused if already there)."""
+    from rtserve.building.builder import build
     from rtserve.bundle.bundle import Bundle
-    from rtserve.engine.builder import build
 
     if (target / "rtserve.yaml").is_file():
         Bundle.open(target)  # verify it is intact before reusing it

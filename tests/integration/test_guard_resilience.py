@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 import httpx
 import yaml
 
+from rtserve.building.reseal import reseal
 from rtserve.demo import example_record
-from rtserve.engine.reseal import reseal
 from tests.integration.guard_support import (
     client_for,
     guarded_app,

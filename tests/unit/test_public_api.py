@@ -115,3 +115,11 @@ def test_importing_rtserve_loads_no_web_framework_and_no_optional_ml_framework()
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.split() == []
+
+
+def test_rtserve_build_stays_the_function_once_every_subpackage_is_imported():
+    import rtserve.building.builder
+    import rtserve.building.reseal
+
+    assert callable(rtserve.build)
+    assert rtserve.build is rtserve.building.builder.build

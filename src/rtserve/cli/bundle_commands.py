@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from rtserve.building.builder import build as build_bundle
+from rtserve.building.reseal import reseal as reseal_bundle
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import Manifest
 from rtserve.bundle.sample import DEFAULT_ROWS
@@ -15,10 +17,8 @@ from rtserve.cli import overrides as schema_overrides
 from rtserve.cli import render
 from rtserve.cli.output import print_json, print_warning, stderr, stdout
 from rtserve.cli.tables import read_sample, table_format
-from rtserve.engine.builder import build as build_bundle
 from rtserve.engine.loader import load, serving
 from rtserve.engine.predictor import ParityReport
-from rtserve.engine.reseal import reseal as reseal_bundle
 from rtserve.errors import BundleError, RtserveError
 from rtserve.runtimes.model_file import KNOWN_SUFFIXES, is_pickle, read_model_file
 

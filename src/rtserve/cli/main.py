@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib import metadata
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from rtserve.cli import bench, bundle_commands, demo, observe, predict, serve
+from rtserve.cli import alerts, bench, bundle_commands, decisions, demo, predict, serve
 from rtserve.cli.output import print_error, shown_warnings
 from rtserve.errors import RtserveError
+from rtserve.version import rtserve_version
 
 FAILURE = 1
 #: Set (to anything) to see the traceback of an unexpected failure instead of one line.
@@ -73,15 +73,8 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"rtserve {_version()}")
+        typer.echo(f"rtserve {rtserve_version(missing='unknown')}")
         raise typer.Exit()
-
-
-def _version() -> str:
-    try:
-        return metadata.version("rtserve")
-    except metadata.PackageNotFoundError:  # running from a source tree without install
-        return "unknown"
 
 
 @app.callback()
@@ -110,7 +103,8 @@ def _register(target: typer.Typer) -> None:
     bundle_commands.register(target)
     predict.register(target)
     bench.register(target)
-    observe.register(target)
+    decisions.register(target)
+    alerts.register(target)
 
 
 _register(app)

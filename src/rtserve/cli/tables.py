@@ -21,6 +21,7 @@ import typer
 
 from rtserve.engine.predictions import Predictions
 from rtserve.errors import MalformedRequestError
+from rtserve.jsonlines import json_objects
 
 Format = Literal["jsonl", "csv", "parquet"]
 _FORMATS: dict[str, Format] = {
@@ -117,20 +118,7 @@ def _jsonl_batches(path: Path, batch_size: int) -> Iterator[Batch]:
     rows: list[dict[str, Any]] = []
     start = 0
     with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MalformedRequestError(
-                    f"{path} line {line_number}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from exc
-            if not isinstance(record, dict):
-                raise MalformedRequestError(
-                    f"{path} line {line_number}: expected one JSON object of field values per "
-                    f"line, got {type(record).__name__}"
-                )
+        for record in json_objects(handle, str(path), MalformedRequestError):
             rows.append(record)
             if len(rows) == batch_size:
                 yield Batch(start, rows)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtserve.engine.events import BatchInfo
 from rtserve.errors import DeadlineExceededError
+from rtserve.events import BatchInfo
 from rtserve.guard.admission import QueueState
 from rtserve.guard.deadline import Deadline
 from rtserve.observability import context as request_context

@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from typing import Any, TypeVar
 
 from rtserve.bundle.jsonschema import record_schema
@@ -14,10 +13,10 @@ from rtserve.bundle.naming import version_order_key
 from rtserve.bundle.schema import Schema
 from rtserve.bundle.validator import Validator
 from rtserve.engine.batcher import AdaptiveBatcher
-from rtserve.engine.events import BatchInfo, Observer, PredictionEvent
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
 from rtserve.errors import InputError, NotFoundError, ValidationError
+from rtserve.events import BatchInfo, Observer, PredictionEvent
 from rtserve.guard.auth import not_found_unlisted
 from rtserve.guard.deadline import Deadline, DeadlinePolicy
 from rtserve.guard.fallback import FALLBACK_HEADER
@@ -31,9 +30,10 @@ from rtserve.guard.limits import (
 from rtserve.observability import context as request_context
 from rtserve.observability.redaction import withhold_pii
 from rtserve.protocol import records, v2
-from rtserve.protocol.v2_tensors import TensorLimits
+from rtserve.protocol.v2.tensors import TensorLimits
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns, ModelState
+from rtserve.version import rtserve_version
 
 T = TypeVar("T")
 #: The model states of the Open Inference Protocol's repository index (as Triton reports them).
@@ -57,13 +57,6 @@ class Reply:
     headers: dict[str, str]
 
 
-def _version() -> str:
-    try:
-        return metadata.version("rtserve")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
 class DataPlane:
     """Transport-neutral request handling over a ``ModelManager``.
 
@@ -81,7 +74,7 @@ class DataPlane:
         #: With authentication on, a 404 names only the model asked for, never the served ones.
         self.unlisted = manager.settings.auth.enabled
         self._server_metadata = v2.encode_server_metadata(
-            name=SERVER_NAME, version=_version(), extensions=v2.EXTENSIONS
+            name=SERVER_NAME, version=rtserve_version(), extensions=v2.EXTENSIONS
         )
 
     def _served(self, name: str, version: str | None) -> ServedModel:

@@ -9,7 +9,7 @@ from rtserve.bundle.archive import MAX_BUNDLE_BYTES
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import InputFrame, Manifest, RuntimeSpec
 from rtserve.bundle.paths import confine
-from rtserve.engine import environment
+from rtserve.engine.framework_versions import check_framework_versions
 from rtserve.engine.predictor import Predictor
 from rtserve.errors import UnsafeArtifactError
 from rtserve.runtimes.base import Description, Trust
@@ -65,7 +65,7 @@ def load(
             f"and pinned_digest={bundle.digest!r} (CLI: --trust-pickle --pin-digest)",
             field="runtime.format",
         )
-    environment.check(manifest.environment, strict=strict_versions)
+    check_framework_versions(manifest.environment, strict=strict_versions)
     choice = serving(manifest, force_native=force_native)
     description = Description(
         outputs=manifest.model_schema.outputs,

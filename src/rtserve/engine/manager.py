@@ -15,7 +15,7 @@ from rtserve.engine.cache import ResponseCache
 from rtserve.engine.loader import load, serving
 from rtserve.engine.predictor import Predictor
 from rtserve.errors import NotFoundError, NotReadyError, RtserveError
-from rtserve.guard.model_guard import ModelGuard
+from rtserve.guard.per_model import ModelGuard
 from rtserve.settings import Settings
 from rtserve.types import ModelState
 

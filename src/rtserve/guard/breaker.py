@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
+
+from rtserve.settings import BreakerSettings
 
 
 class BreakerState(StrEnum):
@@ -21,23 +22,17 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"  # a limited number of probe calls test whether the runtime recovered
 
 
-@dataclass(frozen=True)
-class BreakerConfig:
-    """When the breaker opens and how it probes."""
-
-    consecutive_failures: int = 5
-    error_rate: float = 0.5
-    window: int = 20
-    min_calls: int = 10
-    open_s: float = 10.0
-    half_open_probes: int = 1
+#: Probe calls let through while half-open; the first success closes the breaker again.
+HALF_OPEN_PROBES = 1
 
 
 class CircuitBreaker:
     """Opens after ``consecutive_failures`` failures in a row, or when the share of failures among
     the last ``window`` calls (once there are ``min_calls``) reaches ``error_rate``."""
 
-    def __init__(self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: BreakerSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self._clock = clock
         self.state = BreakerState.CLOSED
@@ -56,7 +51,7 @@ class CircuitBreaker:
             self.state = BreakerState.HALF_OPEN
             self._probes = 0
         if self.state is BreakerState.HALF_OPEN:
-            if self._probes >= self.config.half_open_probes:
+            if self._probes >= HALF_OPEN_PROBES:
                 return False
             self._probes += 1
         return True

@@ -13,7 +13,7 @@ from rtserve.loadgen.bodies import (
     rows_from_jsonl,
 )
 from rtserve.loadgen.driver import LoadSpec, run_load
-from rtserve.loadgen.engine import Workload
+from rtserve.loadgen.loops import Workload
 from rtserve.loadgen.stats import Latency, LoadResult
 from rtserve.loadgen.wire import Endpoint, encode_request
 

@@ -8,7 +8,6 @@ Rows become bodies of either protocol, encoded once before the run:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +18,7 @@ import msgspec
 
 from rtserve.bundle.bundle import Bundle
 from rtserve.errors import LoadTestError
+from rtserve.jsonlines import json_objects
 
 Row = dict[str, Any]
 
@@ -59,29 +59,13 @@ def rows_from_bundle(path: str | Path) -> Rows:
 
 def rows_from_jsonl(path: str | Path) -> Rows:
     """One JSON object per line: each is one row (``{field: value}``); blank lines are skipped."""
-    rows: list[Row] = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise LoadTestError(f"{path}: cannot read it ({exc.strerror})", field="data") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LoadTestError(
-                f"{path}:{number}: not JSON ({exc.msg}); each line must be one JSON object "
-                'such as {"amount": 12.5, "country": "DE"}',
-                field="data",
-            ) from exc
-        if not isinstance(row, dict):
-            raise LoadTestError(
-                f"{path}:{number}: a {type(row).__name__} where a JSON object (one row) is "
-                "expected",
-                field="data",
-            )
-        rows.append(row)
+    rows: list[Row] = list(
+        json_objects(lines, str(path), lambda message: LoadTestError(message, field="data"))
+    )
     if not rows:
         raise LoadTestError(f"{path}: no rows; write one JSON object per line", field="data")
     return Rows(rows)

@@ -21,7 +21,7 @@ from multiprocessing.synchronize import Barrier
 from typing import Any, TypeVar
 
 from rtserve.errors import LoadTestError
-from rtserve.loadgen.engine import Client, Phase, Progress, Workload
+from rtserve.loadgen.loops import Client, Phase, Progress, Workload
 from rtserve.loadgen.stats import LoadResult, Recorder, merge
 
 T = TypeVar("T")

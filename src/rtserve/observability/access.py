@@ -88,13 +88,7 @@ class AccessRecorder:
             }
             if context.traceparent:
                 extra["traceparent"] = context.traceparent
-            if context.model:
-                extra["model"] = context.model
-                extra["version"] = context.version
-            if context.rows:
-                extra["rows"] = context.rows
-                extra["batch_size"] = context.batch_rows
-                extra["fallback"] = context.fallback
+            extra.update(context.served_fields())
             message = f"{end.method} {end.path} {end.status}"
             writer = json_line_writer(access_logger)
             if writer is not None:

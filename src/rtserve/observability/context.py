@@ -14,7 +14,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from rtserve.observability.prediction import BatchFacts
+from rtserve.events import BatchInfo
 
 #: W3C trace-context ``traceparent``: version-traceid-parentid-flags, lowercase hex.
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
@@ -63,6 +63,20 @@ class RequestContext:
         """The trace id of the incoming ``traceparent`` (None without a valid one)."""
         parsed = parse_traceparent(self.traceparent)
         return parsed[0] if parsed else None
+
+    def served_fields(self, prefix: str = "") -> dict[str, str | int | bool]:
+        """The model and batch facts the access log and the request's span both carry, each name
+        after ``prefix``: model and version once routed, rows, batch size and fallback once
+        predicted (one mapping, so the log and the trace never disagree)."""
+        fields: dict[str, str | int | bool] = {}
+        if self.model:
+            fields[prefix + "model"] = self.model
+            fields[prefix + "version"] = self.version
+        if self.rows:
+            fields[prefix + "rows"] = self.rows
+            fields[prefix + "batch_size"] = self.batch_rows
+            fields[prefix + "fallback"] = self.fallback
+        return fields
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("rtserve_request", default=None)
@@ -117,7 +131,7 @@ def note_rejection(fields: Collection[str], violations: Sequence[Violation]) -> 
 
 
 def note_prediction(
-    rows: int, batch: BatchFacts, finished: float, *, fallback: bool = False
+    rows: int, batch: BatchInfo, finished: float, *, fallback: bool = False
 ) -> None:
     """The model answered ``rows`` rows in a batch of ``batch.batch_rows``."""
     context = _current.get()

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,35 +25,15 @@ import numpy as np
 
 from rtserve.bundle.profile import CategoricalProfile, NumericProfile, OutputProfile, Profile
 from rtserve.bundle.schema import FieldType, Schema
+from rtserve.events import PredictionEvent
 from rtserve.observability.metrics import Metrics
-from rtserve.observability.prediction import ObservedPrediction
 from rtserve.observability.queueing import BackgroundQueue
 from rtserve.runtimes.base import ModelOutput
+from rtserve.settings import DriftSettings
 from rtserve.types import AnyArray, Columns
 
 #: Proportions are floored at this before the PSI's logarithm (empty bins would be infinite).
 PSI_FLOOR = 1e-4
-
-
-@dataclass(frozen=True)
-class DriftThresholds:
-    """Scores above these mark a feature (or the outputs) as drifted."""
-
-    psi: float = 0.2
-    null_rate_change: float = 0.1
-    unseen_share: float = 0.05
-    out_of_range_share: float = 0.05
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """Window and thresholds of the drift observer."""
-
-    window_rows: int = 5000
-    window_seconds: float = 3600.0
-    min_rows: int = 200
-    refresh_seconds: float = 5.0
-    thresholds: DriftThresholds = field(default_factory=DriftThresholds)
 
 
 @dataclass(frozen=True)
@@ -231,7 +211,9 @@ class _Chunk:
 class DriftMonitor:
     """The sliding window of one model version and its scores against the training profile."""
 
-    def __init__(self, name: str, version: str, reference: Reference, config: DriftConfig) -> None:
+    def __init__(
+        self, name: str, version: str, reference: Reference, config: DriftSettings
+    ) -> None:
         self.name, self.version, self.digest = name, version, reference.digest
         self.config = config
         self.reference_rows = reference.profile.rows
@@ -269,7 +251,7 @@ class DriftMonitor:
             self._evict(when)
 
     def _evict(self, now: float) -> None:
-        horizon = now - self.config.window_seconds if self.config.window_seconds > 0 else None
+        horizon = now - self.config.window_s if self.config.window_s > 0 else None
         while self._chunks:
             oldest = self._chunks[0]
             too_many = self._rows - oldest.rows >= self.config.window_rows
@@ -284,7 +266,7 @@ class DriftMonitor:
 
     def report(self, now: float | None = None) -> dict[str, Any]:
         """Scores per feature and for the outputs, thresholds, window and reference (JSON-ready)."""
-        t = self.config.thresholds
+        t = self.config
         with self._lock:
             self._evict(now if now is not None else time.time())
             rows = self._rows
@@ -298,19 +280,21 @@ class DriftMonitor:
             score = feature.score(totals[name], rows)
             score["null_rate_change"] = score["null_rate"] - score["reference_null_rate"]
             reasons = []
-            if score["psi"] is not None and score["psi"] > t.psi:
+            if score["psi"] is not None and score["psi"] > t.psi_threshold:
                 reasons.append("psi")
-            if abs(score["null_rate_change"]) > t.null_rate_change:
+            if abs(score["null_rate_change"]) > t.null_rate_threshold:
                 reasons.append("null_rate_change")
-            if score.get("unseen_share", 0.0) > t.unseen_share:
+            if score.get("unseen_share", 0.0) > t.unseen_threshold:
                 reasons.append("unseen_share")
-            if score.get("out_of_range_share", 0.0) > t.out_of_range_share:
+            if score.get("out_of_range_share", 0.0) > t.out_of_range_threshold:
                 reasons.append("out_of_range_share")
             score["drifted"] = enough and bool(reasons)
             score["reasons"] = reasons if enough else []
             features[name] = _rounded(score)
         outputs = self.outputs.score(output_totals)
-        outputs["drifted"] = enough and outputs["psi"] is not None and outputs["psi"] > t.psi
+        outputs["drifted"] = (
+            enough and outputs["psi"] is not None and outputs["psi"] > t.psi_threshold
+        )
         drifted = sorted(name for name, s in features.items() if s["drifted"])
         status = "insufficient_data" if not enough else ("drift" if drifted else "ok")
         return {
@@ -322,17 +306,17 @@ class DriftMonitor:
             "window": {
                 "rows": rows,
                 "max_rows": self.config.window_rows,
-                "max_seconds": self.config.window_seconds or None,
+                "max_seconds": self.config.window_s or None,
                 "min_rows": self.config.min_rows,
                 "oldest": _iso(oldest),
                 "newest": _iso(newest),
             },
             "reference": {"source": "bundle profile", "rows": self.reference_rows},
             "thresholds": {
-                "psi": t.psi,
-                "null_rate_change": t.null_rate_change,
-                "unseen_share": t.unseen_share,
-                "out_of_range_share": t.out_of_range_share,
+                "psi": t.psi_threshold,
+                "null_rate_change": t.null_rate_threshold,
+                "unseen_share": t.unseen_threshold,
+                "out_of_range_share": t.out_of_range_threshold,
             },
             "features": features,
             "outputs": _rounded(outputs),
@@ -358,7 +342,7 @@ class DriftObserver:
     def __init__(
         self,
         lookup: Callable[[str, str], Reference | None],
-        config: DriftConfig,
+        config: DriftSettings,
         metrics: Metrics | None = None,
         *,
         maxsize: int = 10_000,
@@ -374,10 +358,10 @@ class DriftObserver:
             metrics=metrics,
             maxsize=maxsize,
             tick=self.refresh_gauges,
-            tick_seconds=config.refresh_seconds,
+            tick_seconds=config.refresh_s,
         )
 
-    def observe(self, event: ObservedPrediction) -> None:
+    def observe(self, event: PredictionEvent) -> None:
         """Queue the event's columns and outputs (drops and counts when full)."""
         self.queue.put((event.model, event.version, event.time, event.columns, event.output))
 
@@ -418,7 +402,7 @@ class DriftObserver:
                 monitor.add(events[0][3], events[0][4], events[0][2])
                 continue
             columns = {name: np.concatenate([e[3][name] for e in events]) for name in events[0][3]}
-            monitor.add(columns, _concat_outputs([e[4] for e in events]), events[-1][2])
+            monitor.add(columns, ModelOutput.concat([e[4] for e in events]), events[-1][2])
 
     def refresh_gauges(self) -> None:
         """Recompute every window's scores into the drift gauges."""
@@ -447,18 +431,6 @@ class DriftObserver:
                 m.prediction_psi.labels(*key).set(outputs["psi"])
             if outputs.get("mean_confidence") is not None:
                 m.mean_confidence.labels(*key).set(outputs["mean_confidence"])
-
-
-def _concat_outputs(outputs: list[ModelOutput]) -> ModelOutput:
-    def join(parts: list[AnyArray | None]) -> AnyArray | None:
-        present = [p for p in parts if p is not None]
-        return np.concatenate(present) if present and len(present) == len(parts) else None
-
-    return ModelOutput(
-        label=join([o.label for o in outputs]),
-        probabilities=join([o.probabilities for o in outputs]),
-        value=join([o.value for o in outputs]),
-    )
 
 
 def _rounded(scores: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,12 @@ import threading
 from typing import Any, Protocol
 
 from rtserve.bundle.schema import Schema
+from rtserve.events import PredictionEvent
 from rtserve.observability.access import AccessRecorder
 from rtserve.observability.decisions import DecisionLogObserver, DecisionSink, JsonlSink, SqlSink
-from rtserve.observability.drift import DriftConfig, DriftObserver, DriftThresholds, Reference
-from rtserve.observability.metrics import Metrics, ModelState
+from rtserve.observability.drift import DriftObserver, Reference
+from rtserve.observability.metrics import Metrics, ModelSnapshot
 from rtserve.observability.model_metrics import MetricsObserver
-from rtserve.observability.prediction import ObservedPrediction
 from rtserve.observability.redaction import default_redactor
 from rtserve.observability.tracing import Tracer, configure_default_provider
 from rtserve.settings import Settings
@@ -30,7 +30,7 @@ REFRESH_SECONDS = 1.0
 class Catalog(Protocol):
     """What observability needs to know about the served models (the server implements it)."""
 
-    def models(self) -> list[ModelState]:
+    def models(self) -> list[ModelSnapshot]:
         """Every served model version and whether it is ready."""
 
     def schema(self, name: str, version: str) -> Schema | None:
@@ -43,7 +43,7 @@ class Catalog(Protocol):
 class PredictionObserver(Protocol):
     """An observer with a lifecycle (the engine's ``Observer`` plus start/close)."""
 
-    def observe(self, event: ObservedPrediction) -> None:
+    def observe(self, event: PredictionEvent) -> None:
         """Record one event without blocking."""
 
     def start(self) -> None:
@@ -79,21 +79,7 @@ class Observability:
             )
         d = settings.drift
         if d.enabled:
-            config = DriftConfig(
-                window_rows=d.window_rows,
-                window_seconds=d.window_s,
-                min_rows=d.min_rows,
-                refresh_seconds=d.refresh_s,
-                thresholds=DriftThresholds(
-                    psi=d.psi_threshold,
-                    null_rate_change=d.null_rate_threshold,
-                    unseen_share=d.unseen_threshold,
-                    out_of_range_share=d.out_of_range_threshold,
-                ),
-            )
-            self.drift = DriftObserver(
-                catalog.reference, config, self.metrics, maxsize=d.queue_size
-            )
+            self.drift = DriftObserver(catalog.reference, d, self.metrics, maxsize=d.queue_size)
         log = settings.decision_log
         if log.enabled:
             sink: DecisionSink = (

@@ -60,7 +60,7 @@ UNKNOWN_FIELD = "_unknown"
 
 
 @dataclass(frozen=True)
-class ModelState:
+class ModelSnapshot:
     """What the readiness and info gauges show about one served model version."""
 
     name: str
@@ -379,7 +379,7 @@ class Metrics:
             self._cpu_seen = now
         self.resident_bytes.set(_resident_bytes())
 
-    def show_models(self, models: Iterable[ModelState]) -> None:
+    def show_models(self, models: Iterable[ModelSnapshot]) -> None:
         """Set the info and readiness gauges (versions no longer served drop to 0) and add the
         cache hits and misses counted since the last call."""
         current: set[tuple[str, str, str, str]] = set()

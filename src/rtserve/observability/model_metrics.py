@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Histogram
 
+from rtserve.events import PredictionEvent
 from rtserve.observability.metrics import Metrics
-from rtserve.observability.prediction import ObservedPrediction
 from rtserve.observability.queueing import BackgroundQueue
 
 #: model, version, rows, queue seconds, predict seconds, batch rows, fallback
@@ -24,7 +24,7 @@ class MetricsObserver:
             self.name, self._record, metrics=metrics, maxsize=maxsize
         )
 
-    def observe(self, event: ObservedPrediction) -> None:
+    def observe(self, event: PredictionEvent) -> None:
         """Queue the event's numbers (drops and counts when the queue is full)."""
         b = event.batch
         self.queue.put(

@@ -121,13 +121,7 @@ class Tracer:
             "http.response.status_code": f.status,
             "rtserve.request_id": c.request_id,
         }
-        if c.model:
-            attributes["rtserve.model"] = c.model
-            attributes["rtserve.version"] = c.version
-        if c.rows:
-            attributes["rtserve.rows"] = c.rows
-            attributes["rtserve.batch_size"] = c.batch_rows
-            attributes["rtserve.fallback"] = c.fallback
+        attributes.update(c.served_fields("rtserve."))
         root = self._tracer.start_span(
             f"{f.method} {f.path}",
             context=parent,

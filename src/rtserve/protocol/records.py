@@ -1,4 +1,4 @@
-"""The records API codec (``POST /v1/models/{name}:predict``) and the one JSON error body.
+"""The records API codec (``POST /v1/models/{name}:predict``).
 
 Request ``{"instances": [{field: value, ...}, ...], "parameters": {...}}``; response
 ``{"predictions": [...], "model": {"name", "version"}, "request_id"}``. The rows are handed to
@@ -11,7 +11,6 @@ from typing import Any, Protocol
 
 import msgspec
 
-from rtserve.errors import RtserveError
 from rtserve.protocol import _json
 
 
@@ -53,10 +52,3 @@ def encode_predict_response(
             "request_id": request_id,
         }
     )
-
-
-def encode_error(error: RtserveError) -> bytes:
-    """The JSON error body every endpoint uses: ``{"error", "code", "field", ...}``."""
-    document = error.to_dict()
-    document.setdefault("field", None)
-    return _json.encode(document)

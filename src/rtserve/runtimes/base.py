@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,25 @@ class ModelOutput:
             if array is not None:
                 return int(array.shape[0])
         return 0
+
+    @classmethod
+    def concat(cls, outputs: Sequence[ModelOutput]) -> ModelOutput:
+        """Several batches' outputs joined row-wise, in order (one output comes back as it is).
+
+        An array present in every part is concatenated; one missing from any part is None.
+        """
+        if len(outputs) == 1:
+            return outputs[0]
+
+        def join(parts: list[AnyArray | None]) -> AnyArray | None:
+            present = [p for p in parts if p is not None]
+            return np.concatenate(present) if present and len(present) == len(parts) else None
+
+        return cls(
+            label=join([o.label for o in outputs]),
+            probabilities=join([o.probabilities for o in outputs]),
+            value=join([o.value for o in outputs]),
+        )
 
     def rows(self, start: int, stop: int) -> ModelOutput:
         """The outputs of rows ``start:stop`` (how a batch is split back into requests)."""

@@ -11,7 +11,6 @@ import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from rtserve.bundle.schema import FieldType, MissingPolicy, Schema
 from rtserve.errors import UnsupportedModelError
 from rtserve.runtimes.base import Description
 from rtserve.types import Task
+from rtserve.version import installed_version
 
 #: Fed to ONNX Runtime where a string is missing: it cannot take None (it would read "None").
 #: The export's imputers treat exactly this value as missing, so it is reserved: a client that
@@ -99,13 +99,7 @@ def _check_inputs(schema: Schema) -> None:
 
 
 def _versions(*packages: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for package in packages:
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return {name: v for name in packages if (v := installed_version(name)) is not None}
 
 
 def _is_numeric(dtype: str) -> bool:

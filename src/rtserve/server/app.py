@@ -17,17 +17,18 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from rtserve.engine.dataplane import DataPlane, _version
+from rtserve.engine.dataplane import DataPlane
 from rtserve.engine.manager import ModelManager
 from rtserve.observability.hub import Observability
 from rtserve.server.error_handlers import EXCEPTION_HANDLERS
 from rtserve.server.fastpath import InferenceRouter
-from rtserve.server.guards import Guards, guard_route
 from rtserve.server.middleware import RequestContextMiddleware, RequestTracker
-from rtserve.server.observe import ManagerCatalog
+from rtserve.server.monitoring import ManagerCatalog
 from rtserve.server.openapi import DOCS_HTML, openapi_document
+from rtserve.server.request_guards import RequestGuards, guard_route
 from rtserve.server.routes import ROUTES, InferenceRoute, RouteSpec
 from rtserve.settings import Settings
+from rtserve.version import rtserve_version
 
 logger = logging.getLogger("rtserve.server")
 #: Workers started by ``--workers N`` read their settings from this variable (JSON).
@@ -53,7 +54,7 @@ def create_app(
     manager = manager if manager is not None else ModelManager(settings)
     observability = Observability(settings, ManagerCatalog(manager))
     plane = DataPlane(manager, observability.observers)
-    document = msgspec.json.encode(openapi_document(_version()))
+    document = msgspec.json.encode(openapi_document(rtserve_version()))
 
     async def openapi_json(request: Request) -> Response:
         return Response(document, media_type="application/json")
@@ -80,8 +81,11 @@ def create_app(
             await guards.rate.close()
             await asyncio.to_thread(observability.close)  # drain queues, close sinks
 
-    # auth, rate limits, deadlines, body limits; failed authentications counted in the metrics
-    guards = Guards.from_settings(settings, observability.metrics)
+    # auth, rate limits, and the data plane's deadlines and body limits (built once, shared);
+    # failed authentications counted in the metrics
+    guards = RequestGuards.from_settings(
+        settings, limits=plane.limits, deadlines=plane.deadlines, metrics=observability.metrics
+    )
     inference = [r for r in ROUTES if isinstance(r, InferenceRoute)]
     tracker = RequestTracker(observability.access)
     router = InferenceRouter(routes=inference, guards=guards, plane=plane, tracker=tracker)

@@ -21,15 +21,15 @@ from rtserve.engine.dataplane import DataPlane, Reply
 from rtserve.errors import RtserveError
 from rtserve.server.endpoints import ACCEPTED_TYPES, JSON, InferenceCall, check_content_type
 from rtserve.server.error_handlers import handle_rtserve_error, handle_unexpected
-from rtserve.server.guards import (
+from rtserve.server.middleware import RequestTracker
+from rtserve.server.request_guards import (
     CLIENT_CLOSED,
     DisconnectWatch,
-    Guards,
+    RequestGuards,
     admit,
     rate_headers,
     receive_body,
 )
-from rtserve.server.middleware import RequestTracker
 from rtserve.server.routes import InferenceRoute
 
 _PARAMETER = re.compile(r"\{(\w+)\}")
@@ -58,7 +58,7 @@ class InferenceRouter:
         self,
         *,
         routes: Sequence[InferenceRoute],
-        guards: Guards,
+        guards: RequestGuards,
         plane: DataPlane,
         tracker: RequestTracker,
     ) -> None:

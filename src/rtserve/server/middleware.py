@@ -8,9 +8,7 @@ inference front (``rtserve.server.fastpath``) applies it itself.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import re
 import time
 from contextvars import Token
@@ -20,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rtserve.observability import context as request_context
 from rtserve.observability.access import AccessRecorder, Finished
 from rtserve.observability.context import RequestContext
+from rtserve.observability.ids import UniqueIds
 from rtserve.server.routes import ROUTES
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -30,25 +29,8 @@ _UNROUTED = "none"
 logger = logging.getLogger("rtserve.server")
 
 
-class _RequestIds:
-    """Request ids unique across processes without a system call each: 16 random hex digits
-    drawn once per process (again after a fork) and a 16-digit counter; as long as a uuid4's
-    hex. ``uuid4()`` reads the kernel's random source for every request."""
-
-    def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
-        self._counter = itertools.count()
-
-    def __call__(self) -> str:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._prefix = os.urandom(8).hex()
-            self._counter = itertools.count()
-        return f"{self._prefix}{next(self._counter):016x}"
-
-
-_new_request_id = _RequestIds()
+#: A fresh request id per call (see ``rtserve.observability.ids``).
+_new_request_id = UniqueIds()
 
 
 class RequestTracker:

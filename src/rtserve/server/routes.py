@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rtserve.engine.dataplane import Reply
-from rtserve.server import endpoints, observe
+from rtserve.server import endpoints, monitoring
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 #: An inference endpoint: takes an admitted request, returns the data plane's reply.
@@ -139,15 +139,21 @@ ROUTES: tuple[RouteSpec | InferenceRoute, ...] = (
         "records",
     ),
     RouteSpec(
-        "GET", "/metrics", observe.metrics, "metrics", "read", "Prometheus metrics", "observe"
+        "GET", "/metrics", monitoring.metrics, "metrics", "read", "Prometheus metrics", "observe"
     ),
     RouteSpec(
-        "GET", "/v1/models/{name}/drift", observe.drift, "v1_drift", "read", "Live drift", "observe"
+        "GET",
+        "/v1/models/{name}/drift",
+        monitoring.drift,
+        "v1_drift",
+        "read",
+        "Live drift",
+        "observe",
     ),
     RouteSpec(
         "GET",
         "/v1/models/{name}/versions/{version}/drift",
-        observe.drift,
+        monitoring.drift,
         "v1_drift_version",
         "read",
         "Live drift",

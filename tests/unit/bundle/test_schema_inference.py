@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from rtserve import FieldSpec, FieldType, MissingPolicy, UnseenPolicy
-from rtserve.bundle.inference import as_frame, infer_fields
 from rtserve.bundle.schema import MAX_INFERRED_CATEGORIES
+from rtserve.bundle.schema_inference import as_frame, infer_fields
 from rtserve.errors import SchemaDefinitionError
 
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtserve import FieldSpec, FieldType, Schema, UnseenPolicy
-from rtserve.bundle.inference import infer_fields
 from rtserve.bundle.schema import OutputSpec
+from rtserve.bundle.schema_inference import infer_fields
 from rtserve.bundle.validator import MAX_VIOLATIONS, Validator
 from rtserve.errors import MalformedRequestError, ValidationError
 from rtserve.types import Task

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import rtserve
-from rtserve.engine.reseal import reseal
+from rtserve.building.reseal import reseal
 from rtserve.errors import IntegrityError, SchemaDefinitionError, ValidationError
 from tests.unit.cli.conftest import Invoke, write_jsonl
 

@@ -14,13 +14,14 @@ from sklearn.base import BaseEstimator, TransformerMixin
 import rtserve
 from rtserve import Bundle
 from rtserve.bundle.manifest import read_manifest
-from rtserve.engine.environment import FrameworkVersionWarning, installed_version
+from rtserve.engine.framework_versions import FrameworkVersionWarning
 from rtserve.errors import (
     EnvironmentMismatchError,
     IntegrityError,
     UnsafeArtifactError,
     UnsupportedModelError,
 )
+from rtserve.version import installed_version
 
 NUMERIC = ["amount", "hour", "prior_transactions"]
 

@@ -1,4 +1,5 @@
-from rtserve.guard.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from rtserve.guard.breaker import BreakerState, CircuitBreaker
+from rtserve.settings import BreakerSettings
 
 
 class Clock:
@@ -11,7 +12,7 @@ class Clock:
 
 def breaker(**config):
     clock = Clock()
-    return CircuitBreaker(BreakerConfig(**config), clock), clock
+    return CircuitBreaker(BreakerSettings(**config), clock), clock
 
 
 def test_consecutive_failures_open_the_breaker():

@@ -108,8 +108,11 @@ def test_jsonl_rows_are_read_line_by_line_skipping_blank_lines(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"a": 1}\nnot json\n', r"rows.jsonl:2: not JSON"),
-        ("[1, 2]\n", r"rows.jsonl:1: a list where a JSON object"),
+        ('{"a": 1}\nnot json\n', r"rows.jsonl line 2: not valid JSON"),
+        (
+            "[1, 2]\n",
+            r"rows.jsonl line 1: expected one JSON object of field values per line, got list",
+        ),
         ("\n\n", r"no rows"),
     ],
 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rtserve.engine.events import BatchInfo
 from rtserve.errors import FieldViolation
+from rtserve.events import BatchInfo
 from rtserve.observability import context
 
 VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -61,3 +61,13 @@ def test_notes_without_a_bound_context_do_nothing():
     context.note_prediction(1, BatchInfo(0, 0, 1, 1), 1.0)
     assert context.current() is None
     assert context.current_traceparent() is None
+
+
+def test_served_fields_are_one_mapping_for_the_access_log_and_the_span():
+    facts = context.RequestContext("r", started=0.0)
+    assert facts.served_fields() == {}
+    facts.model, facts.version = "fraud", "2"
+    facts.rows, facts.batch_rows, facts.fallback = 3, 16, True
+    expected = {"model": "fraud", "version": "2", "rows": 3, "batch_size": 16, "fallback": True}
+    assert facts.served_fields() == expected
+    assert facts.served_fields("rtserve.") == {f"rtserve.{k}": v for k, v in expected.items()}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlalchemy import delete
 
-from rtserve.engine.events import BatchInfo, PredictionEvent
+from rtserve.events import BatchInfo, PredictionEvent
 from rtserve.observability.decisions import (
     Decision,
     DecisionLogObserver,
@@ -22,7 +22,7 @@ from rtserve.observability.decisions import (
     SqlReader,
     SqlSink,
 )
-from rtserve.observability.decisions.record import decisions_of
+from rtserve.observability.decisions.record import decisions_for
 from rtserve.observability.decisions.sql import DecisionStoreError, decisions_table, engine_for
 from rtserve.observability.metrics import Metrics
 from rtserve.observability.redaction import Redactor
@@ -57,7 +57,7 @@ def event_for(predictor, frame, request_id="req-1"):
 
 def test_each_row_becomes_one_decision_with_redacted_inputs_and_named_classes(predictor, training):
     event = event_for(predictor, training.iloc[:3])
-    records = decisions_of(event, predictor.schema, Redactor(b"k"), include_inputs=True)
+    records = decisions_for([event], predictor.schema, Redactor(b"k"), include_inputs=True)
     assert [d.row for d in records] == [0, 1, 2]
     first = records[0]
     assert (first.request_id, first.model, first.version) == ("req-1", "fraud", "1")
@@ -72,9 +72,11 @@ def test_each_row_becomes_one_decision_with_redacted_inputs_and_named_classes(pr
 
 def test_inputs_are_left_out_unless_configured_and_drop_mode_removes_pii(predictor, training):
     event = event_for(predictor, training.iloc[:1])
-    [plain] = decisions_of(event, predictor.schema, Redactor(b"k"), include_inputs=False)
+    [plain] = decisions_for([event], predictor.schema, Redactor(b"k"), include_inputs=False)
     assert plain.inputs is None
-    [dropped] = decisions_of(event, predictor.schema, Redactor(b"k", "drop"), include_inputs=True)
+    [dropped] = decisions_for(
+        [event], predictor.schema, Redactor(b"k", "drop"), include_inputs=True
+    )
     assert dropped.inputs is not None
     assert "home_country" not in dropped.inputs
 
@@ -202,10 +204,10 @@ def test_an_unreachable_database_is_a_typed_error_at_start():
 
 
 def test_every_prediction_gets_its_own_server_id_even_under_one_request_id(predictor, training):
-    first = decisions_of(event_for(predictor, training.iloc[:2], "dup"), None, Redactor(b"k"),
-                         include_inputs=False)  # fmt: skip
-    second = decisions_of(event_for(predictor, training.iloc[:2], "dup"), None, Redactor(b"k"),
+    first = decisions_for([event_for(predictor, training.iloc[:2], "dup")], None, Redactor(b"k"),
                           include_inputs=False)  # fmt: skip
+    second = decisions_for([event_for(predictor, training.iloc[:2], "dup")], None, Redactor(b"k"),
+                           include_inputs=False)  # fmt: skip
     assert {d.request_id for d in first + second} == {"dup"}
     assert len({d.server_id for d in first}) == 1  # one prediction's rows share it
     assert first[0].server_id != second[0].server_id

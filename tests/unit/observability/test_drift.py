@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from rtserve.demo import card_transactions
-from rtserve.observability.drift import DriftConfig, DriftMonitor, DriftObserver, psi
+from rtserve.observability.drift import DriftMonitor, DriftObserver, psi
 from rtserve.observability.metrics import Metrics
+from rtserve.settings import DriftSettings
 
 
 def feed(monitor, predictor, frame, *, chunk=100, start=1_000.0):
@@ -27,7 +28,7 @@ def test_psi_is_zero_for_identical_distributions_and_grows_with_the_shift():
 
 
 def test_traffic_from_the_training_distribution_stays_under_every_threshold(predictor, reference):
-    monitor = DriftMonitor("fraud", "1", reference, DriftConfig(window_rows=2000))
+    monitor = DriftMonitor("fraud", "1", reference, DriftSettings(window_rows=2000))
     live, _ = card_transactions(2000, seed=99)
     feed(monitor, predictor, live)
     report = monitor.report(now=1_010.0)
@@ -43,7 +44,7 @@ def test_traffic_from_the_training_distribution_stays_under_every_threshold(pred
 
 
 def test_shifted_traffic_makes_exactly_the_shifted_features_cross(predictor, reference):
-    monitor = DriftMonitor("fraud", "1", reference, DriftConfig(window_rows=2000))
+    monitor = DriftMonitor("fraud", "1", reference, DriftSettings(window_rows=2000))
     live, _ = card_transactions(2000, seed=98)
     live["amount"] = live["amount"] * 6  # a numeric shift
     live["channel"] = "web"  # a categorical shift
@@ -57,7 +58,7 @@ def test_shifted_traffic_makes_exactly_the_shifted_features_cross(predictor, ref
 
 
 def test_unseen_categories_and_missing_values_are_scored(predictor, reference):
-    monitor = DriftMonitor("fraud", "1", reference, DriftConfig(window_rows=1000))
+    monitor = DriftMonitor("fraud", "1", reference, DriftSettings(window_rows=1000))
     live, _ = card_transactions(1000, seed=97)
     live.loc[live.index[:200], "country"] = "XX"  # never seen in training
     live["distance_km"] = np.nan
@@ -74,7 +75,7 @@ def test_unseen_categories_and_missing_values_are_scored(predictor, reference):
 
 
 def test_the_window_keeps_the_newest_rows_and_forgets_old_ones_by_time(predictor, reference):
-    config = DriftConfig(window_rows=500, window_seconds=60, min_rows=10)
+    config = DriftSettings(window_rows=500, window_s=60, min_rows=10)
     monitor = DriftMonitor("fraud", "1", reference, config)
     live, _ = card_transactions(1000, seed=96)
     feed(monitor, predictor, live)
@@ -83,7 +84,7 @@ def test_the_window_keeps_the_newest_rows_and_forgets_old_ones_by_time(predictor
 
 
 def test_too_few_rows_are_reported_as_insufficient_data_not_as_drift(predictor, reference):
-    monitor = DriftMonitor("fraud", "1", reference, DriftConfig(min_rows=200))
+    monitor = DriftMonitor("fraud", "1", reference, DriftSettings(min_rows=200))
     live, _ = card_transactions(50, seed=95)
     live["amount"] = live["amount"] * 50
     feed(monitor, predictor, live)
@@ -94,11 +95,11 @@ def test_too_few_rows_are_reported_as_insufficient_data_not_as_drift(predictor, 
 
 
 def test_the_observer_sets_gauges_per_feature(predictor, reference):
-    from rtserve.engine.events import BatchInfo, PredictionEvent
+    from rtserve.events import BatchInfo, PredictionEvent
 
     metrics = Metrics()
     observer = DriftObserver(
-        lambda name, version: reference, DriftConfig(min_rows=10, refresh_seconds=60), metrics
+        lambda name, version: reference, DriftSettings(min_rows=10, refresh_s=60), metrics
     )
     live, _ = card_transactions(300, seed=94)
     live["amount"] = live["amount"] * 6
@@ -120,5 +121,5 @@ def test_the_observer_sets_gauges_per_feature(predictor, reference):
 
 
 def test_a_model_without_a_profile_has_no_monitor():
-    observer = DriftObserver(lambda name, version: None, DriftConfig())
+    observer = DriftObserver(lambda name, version: None, DriftSettings())
     assert observer.report("fraud", "1") is None

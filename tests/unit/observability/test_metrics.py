@@ -12,7 +12,7 @@ import pytest
 from rtserve.observability.metrics import (
     MULTIPROC_ENV,
     Metrics,
-    ModelState,
+    ModelSnapshot,
     mark_worker_dead,
     multiprocess_metrics,
     prepare_multiprocess_dir,
@@ -53,8 +53,8 @@ def test_the_exposition_is_prometheus_text_with_counters_ending_in_total():
 
 def test_a_version_no_longer_served_drops_to_zero():
     metrics = Metrics()
-    metrics.show_models([ModelState("fraud", "1", "sha256:a", "sklearn", True)])
-    metrics.show_models([ModelState("fraud", "2", "sha256:b", "onnx", False)])
+    metrics.show_models([ModelSnapshot("fraud", "1", "sha256:a", "sklearn", True)])
+    metrics.show_models([ModelSnapshot("fraud", "2", "sha256:b", "onnx", False)])
     value = metrics.registry.get_sample_value
     assert value("rtserve_model_ready", {"model": "fraud", "version": "1"}) == 0
     assert value("rtserve_model_ready", {"model": "fraud", "version": "2"}) == 0
@@ -136,11 +136,11 @@ def test_a_given_directory_is_kept_after_the_run(tmp_path, monkeypatch, kept):
 
 def test_cache_hits_and_misses_are_added_as_they_grow():
     metrics = Metrics()
-    state = ModelState("fraud", "1", "sha256:a", "onnx", True, cache_hits=3, cache_misses=5)
+    state = ModelSnapshot("fraud", "1", "sha256:a", "onnx", True, cache_hits=3, cache_misses=5)
     metrics.show_models([state])
     metrics.show_models([state])  # unchanged totals add nothing
     metrics.show_models(
-        [ModelState("fraud", "1", "sha256:a", "onnx", True, cache_hits=4, cache_misses=5)]
+        [ModelSnapshot("fraud", "1", "sha256:a", "onnx", True, cache_hits=4, cache_misses=5)]
     )
     value = metrics.registry.get_sample_value
     assert value("rtserve_cache_hits_total", {"model": "fraud", "version": "1"}) == 4

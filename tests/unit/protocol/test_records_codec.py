@@ -1,4 +1,4 @@
-"""The records API codec and the one JSON error body."""
+"""The records API codec."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import pytest
 
 import rtserve
 from rtserve.errors import (
-    FieldViolation,
     MalformedRequestError,
-    NotFoundError,
-    ValidationError,
 )
-from rtserve.protocol.records import decode_predict_request, encode_error, encode_predict_response
+from rtserve.protocol.records import decode_predict_request, encode_predict_response
 
 
 def test_instances_and_parameters_are_returned_as_they_came():
@@ -68,30 +65,3 @@ def test_the_response_has_predictions_model_and_request_id(
     assert document["request_id"] == "req-9"
     assert document["predictions"] == predictions.to_records()
     assert set(document["predictions"][0]["probabilities"]) == {"high", "low", "medium"}
-
-
-def test_an_error_body_always_has_error_code_and_field():
-    assert json.loads(encode_error(NotFoundError("model 'x' is not served here"))) == {
-        "error": "model 'x' is not served here",
-        "code": "not_found",
-        "field": None,
-    }
-    body = json.loads(
-        encode_error(MalformedRequestError("inputs[0].data: bad", field="inputs[0].data"))
-    )
-    assert body["field"] == "inputs[0].data"
-    assert body["code"] == "malformed_request"
-
-
-def test_a_validation_error_body_lists_every_violation():
-    error = ValidationError(
-        [
-            FieldViolation("amount", "minimum", "amount: -3.0 is below the minimum 0.0", row=0),
-            FieldViolation("country", "required", "country: a value is required", row=2),
-        ]
-    )
-    body = json.loads(encode_error(error))
-    assert body["code"] == "validation_failed"
-    assert body["field"] == "amount"
-    assert body["fields"] == ["amount", "country"]
-    assert [v["field"] for v in body["violations"]] == ["amount", "country"]

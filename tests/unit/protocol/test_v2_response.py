@@ -22,10 +22,7 @@ from rtserve.protocol.v2 import (
     decode_infer_request,
     encode_infer_response,
     encode_model_metadata,
-    encode_model_ready,
-    encode_server_live,
     encode_server_metadata,
-    encode_server_ready,
     input_metadata,
     output_metadata,
     output_tensors,
@@ -261,14 +258,3 @@ def test_model_metadata_has_the_specs_fields_and_optional_properties(numeric_pre
     ]
     assert document["properties"] == {"state": "ready"}
     assert "properties" not in json.loads(encode_model_metadata("m", [], "p", [], []))
-
-
-def test_health_answers_are_small_json_objects():
-    assert json.loads(encode_server_live(True)) == {"live": True}
-    assert json.loads(encode_server_ready(False)) == {"ready": False}
-    assert json.loads(encode_model_ready("risk", True)) == {"name": "risk", "ready": True}
-    assert json.loads(encode_model_ready("risk", False, "warm-up did not match")) == {
-        "name": "risk",
-        "ready": False,
-        "reason": "warm-up did not match",
-    }

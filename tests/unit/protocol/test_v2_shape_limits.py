@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from rtserve.errors import InputError, MalformedRequestError, PayloadTooLargeError
-from rtserve.protocol.v2_request import decode_infer_request
-from rtserve.protocol.v2_tensors import MAX_RANK, TensorLimits, check_shape
+from rtserve.protocol.v2.request import decode_infer_request
+from rtserve.protocol.v2.tensors import MAX_RANK, TensorLimits, check_shape
 from rtserve.server.error_handlers import status_for
 from rtserve.settings import Settings
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rtserve.bundle.schema import Schema
+from rtserve.events import PredictionEvent
 from rtserve.observability.decisions.record import Decision, DecisionSink, decisions_for
 from rtserve.observability.metrics import Metrics
-from rtserve.observability.prediction import ObservedPrediction
 from rtserve.observability.queueing import BackgroundQueue
 from rtserve.observability.redaction import Redactor
 
@@ -41,11 +41,11 @@ class DecisionLogObserver:
         self._schema_of = schema_of
         self._schemas: dict[tuple[str, str], Schema | None] = {}
         self._written = metrics.decisions_written.labels(sink.name) if metrics else None
-        self.queue: BackgroundQueue[ObservedPrediction] = BackgroundQueue(
+        self.queue: BackgroundQueue[PredictionEvent] = BackgroundQueue(
             self.name, self._write, metrics=metrics, maxsize=maxsize, batch=64
         )
 
-    def observe(self, event: ObservedPrediction) -> None:
+    def observe(self, event: PredictionEvent) -> None:
         """Queue the event (drops and counts when the queue is full)."""
         self.queue.put(event)
 
@@ -69,8 +69,8 @@ class DecisionLogObserver:
             self._schemas[key] = self._schema_of(model, version)
         return self._schemas[key]
 
-    def _write(self, events: list[ObservedPrediction]) -> None:
-        groups: dict[tuple[str, str], list[ObservedPrediction]] = {}
+    def _write(self, events: list[PredictionEvent]) -> None:
+        groups: dict[tuple[str, str], list[PredictionEvent]] = {}
         for event in events:
             groups.setdefault((event.model, event.version), []).append(event)
         records: list[Decision] = []

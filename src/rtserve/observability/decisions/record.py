@@ -10,8 +10,6 @@ finds it.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,11 +19,11 @@ import msgspec
 import numpy as np
 
 from rtserve.bundle.schema import Schema
+from rtserve.events import PredictionEvent
 from rtserve.observability.context import parse_traceparent
-from rtserve.observability.prediction import ObservedPrediction
+from rtserve.observability.ids import UniqueIds
 from rtserve.observability.redaction import Redactor
 from rtserve.runtimes.base import ModelOutput
-from rtserve.types import AnyArray
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -120,40 +118,12 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-class _ServerIds:
-    """Ids no other prediction gets: 16 random hex digits drawn once per process (again after a
-    fork) and a 16-digit counter, like the server's generated request ids."""
-
-    def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
-        self._counter = itertools.count()
-
-    def __call__(self) -> str:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._prefix = os.urandom(8).hex()
-            self._counter = itertools.count()
-        return f"{self._prefix}{next(self._counter):016x}"
-
-
-#: A fresh server id per call (thread-safe: ``next`` on a counter holds the GIL).
-new_server_id = _ServerIds()
-
-
-def decisions_of(
-    event: ObservedPrediction,
-    schema: Schema | None,
-    redactor: Redactor,
-    *,
-    include_inputs: bool,
-) -> list[Decision]:
-    """One ``Decision`` per row of a prediction event."""
-    return decisions_for([event], schema, redactor, include_inputs=include_inputs)
+#: A fresh server id per call (see ``rtserve.observability.ids``).
+new_server_id = UniqueIds()
 
 
 def decisions_for(
-    events: Sequence[ObservedPrediction],
+    events: Sequence[PredictionEvent],
     schema: Schema | None,
     redactor: Redactor,
     *,
@@ -183,7 +153,7 @@ def decisions_for(
         inputs = None
     else:  # each record is a fresh dict already: copy it only to redact PII fields
         inputs = [redactor.record(r, pii) for r in records] if pii else records
-    outputs = _row_outputs(_joined_outputs(events), len(records), schema)
+    outputs = _row_outputs(ModelOutput.concat([e.output for e in events]), len(records), schema)
     result: list[Decision] = []
     i = 0
     for event in events:
@@ -211,21 +181,6 @@ def decisions_for(
             result.append(decision)
             i += 1
     return result
-
-
-def _joined_outputs(events: Sequence[ObservedPrediction]) -> ModelOutput:
-    if len(events) == 1:
-        return events[0].output
-
-    def join(parts: list[AnyArray | None]) -> AnyArray | None:
-        return np.concatenate(parts) if all(p is not None for p in parts) else None  # type: ignore[arg-type]
-
-    outputs = [e.output for e in events]
-    return ModelOutput(
-        label=join([o.label for o in outputs]),
-        probabilities=join([o.probabilities for o in outputs]),
-        value=join([o.value for o in outputs]),
-    )
 
 
 def _row_outputs(out: ModelOutput, n_rows: int, schema: Schema | None) -> list[dict[str, Any]]:

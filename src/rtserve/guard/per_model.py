@@ -27,12 +27,12 @@ from rtserve.errors import (
     PredictionError,
 )
 from rtserve.guard.admission import AdmissionController, QueueState
-from rtserve.guard.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from rtserve.guard.breaker import BreakerState, CircuitBreaker
 from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline
 from rtserve.guard.fallback import Fallback
 from rtserve.guard.hardening import harden
 from rtserve.runtimes.base import ModelOutput
-from rtserve.settings import Settings, SettingsError
+from rtserve.settings import BreakerSettings, Settings, SettingsError
 from rtserve.types import Columns
 
 T = TypeVar("T")
@@ -108,7 +108,7 @@ class ModelGuard:
         outputs: OutputSpec,
         fields: Collection[str],
         max_queue: int,
-        breaker: BreakerConfig,
+        breaker: BreakerSettings,
         predict_timeout_s: float,
     ) -> None:
         self.policies = policies
@@ -133,16 +133,13 @@ class ModelGuard:
                 a class the model does not have).
         """
         policies = ModelPolicies.resolve(name, bundle_fallback, bundle_output, settings.policies)
-        b = settings.breaker
         return cls(
             policies=policies,
             outputs=outputs,
             fields=fields,
             max_queue=settings.shedding.max_queue,
-            breaker=BreakerConfig(
-                b.consecutive_failures, b.error_rate, b.window, b.min_calls, b.open_s
-            ),
-            predict_timeout_s=b.predict_timeout_ms / 1000.0,
+            breaker=settings.breaker,
+            predict_timeout_s=settings.breaker.predict_timeout_ms / 1000.0,
         )
 
     async def call(

@@ -1,41 +1,28 @@
-"""Record library versions at build and compare them at load."""
+"""Compare a bundle's recorded framework versions with the installed ones when it is loaded.
+
+The versions are recorded at build (``rtserve.building.environment.capture``); a different minor
+version of a framework may predict differently, so loading warns about it, or refuses in strict
+mode, and a missing framework is always refused.
+"""
 
 from __future__ import annotations
 
-import platform
 import warnings
-from importlib import metadata
 
 from rtserve.bundle.manifest import Environment
 from rtserve.errors import EnvironmentMismatchError
+from rtserve.version import installed_version
 
 
 class FrameworkVersionWarning(UserWarning):
     """A framework's minor version differs from the one the bundle was built with."""
 
 
-def installed_version(package: str) -> str | None:
-    """The installed version of a distribution, or None."""
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def capture(framework: tuple[str, ...]) -> Environment:
-    """The running interpreter and the versions of ``framework`` packages (plus rtserve's own)."""
-    names = dict.fromkeys(("rtserve", "numpy", "pandas", *framework))
-    packages = {name: v for name in names if (v := installed_version(name)) is not None}
-    return Environment(
-        python=platform.python_version(), packages=packages, framework=list(framework)
-    )
-
-
 def _minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
-def check(environment: Environment, *, strict: bool) -> list[str]:
+def check_framework_versions(environment: Environment, *, strict: bool) -> list[str]:
     """Compare the framework packages' major.minor versions; warn, or refuse when ``strict``.
 
     Returns the mismatch sentences (empty when everything matches).

@@ -18,7 +18,7 @@ import numpy as np
 
 from rtserve.bundle.schema import FieldType, OutputSpec, Schema
 from rtserve.errors import MalformedRequestError
-from rtserve.protocol.v2_types import (
+from rtserve.protocol.v2.types import (
     NUMPY_DTYPES,
     InferRequest,
     InputTensor,

@@ -1,9 +1,8 @@
-"""``rtserve decisions`` and ``rtserve alerts`` through the real command line app."""
+"""``rtserve decisions`` through the real command line app."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -11,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from rtserve.cli.decisions import parse_moment
 from rtserve.cli.main import app
-from rtserve.cli.observe import parse_moment
 from rtserve.observability.decisions import Decision, JsonlSink, SqlSink
 
 NOW = datetime.now(UTC)
@@ -98,24 +97,6 @@ def test_moments_are_iso_times_or_spans_ago():
     assert parse_moment("2024-01-01T01:00:00+01:00") == datetime(2024, 1, 1, tzinfo=UTC)
     with pytest.raises(typer.BadParameter):
         parse_moment("soon")
-
-
-def test_alerts_writes_rules_promtool_accepts_and_a_dashboard(tmp_path):
-    result = run("alerts", "--output", tmp_path, "--p99-ms", "120", "--error-rate", "0.02")
-    assert result.exit_code == 0, result.output
-    rules = tmp_path / "rtserve-alerts.yml"
-    check = subprocess.run(
-        ["promtool", "check", "rules", str(rules)], check=False, capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "> 0.12" in rules.read_text()
-    board = json.loads((tmp_path / "rtserve-dashboard.json").read_text())
-    assert board["title"] == "rtserve"
-
-
-def test_alerts_refuses_a_malformed_duration(tmp_path):
-    result = run("alerts", "--output", tmp_path, "--window", "five minutes")
-    assert result.exit_code == 2
 
 
 def test_the_server_id_finds_a_decision_and_shows_in_the_table(tmp_path):

@@ -99,7 +99,7 @@ class PredictionsLike(Protocol):
     """Outputs for a batch of rows: ``rtserve.engine.predictions.Predictions`` satisfies this.
 
     A protocol rather than the class itself because ``engine`` sits above ``protocol`` in the
-    layer order (DESIGN §4).
+    layer order (docs/architecture.md).
     """
 
     @property

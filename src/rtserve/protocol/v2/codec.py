@@ -1,9 +1,7 @@
-"""The Open Inference Protocol (KServe V2) REST codec, with the binary tensor data extension.
+"""Open Inference Protocol response bodies: output tensors, server and model metadata to bytes.
 
-Pure data in, pure data out: request bytes become an ``InferRequest`` (``v2_request``), its tensors
-become the columns a schema validator takes and a model's predictions become named output tensors
-(``v2_schema``), and those become response bytes (here). Every client mistake raises
-``MalformedRequestError`` naming the field. This module is the one the engine imports.
+Output tensors (``rtserve.protocol.v2.schema.output_tensors``) become a JSON body, or the binary
+tensor data extension's JSON header followed by the tensors' bytes.
 """
 
 from __future__ import annotations
@@ -12,49 +10,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rtserve.protocol import _json
-from rtserve.protocol.v2_request import decode_infer_request
-from rtserve.protocol.v2_schema import (
-    MATRIX_INPUT,
+from rtserve.protocol.v2.schema import (
     check_output_names,
-    check_requested_outputs,
-    columns_from_inputs,
-    input_metadata,
-    output_metadata,
-    output_tensors,
 )
-from rtserve.protocol.v2_tensors import to_binary, to_json
-from rtserve.protocol.v2_types import (
-    DATATYPES,
+from rtserve.protocol.v2.tensors import to_binary, to_json
+from rtserve.protocol.v2.types import (
     EXTENSIONS,
     HEADER_LENGTH_HEADER,
-    InferRequest,
-    InputTensor,
     OutputTensor,
     RequestedOutput,
 )
-
-__all__ = [
-    "DATATYPES",
-    "EXTENSIONS",
-    "HEADER_LENGTH_HEADER",
-    "MATRIX_INPUT",
-    "InferRequest",
-    "InputTensor",
-    "OutputTensor",
-    "RequestedOutput",
-    "check_requested_outputs",
-    "columns_from_inputs",
-    "decode_infer_request",
-    "encode_infer_response",
-    "encode_model_metadata",
-    "encode_model_ready",
-    "encode_server_live",
-    "encode_server_metadata",
-    "encode_server_ready",
-    "input_metadata",
-    "output_metadata",
-    "output_tensors",
-]
 
 
 def encode_infer_response(
@@ -144,22 +109,4 @@ def encode_model_metadata(
     }
     if properties:
         document["properties"] = dict(properties)
-    return _json.encode(document)
-
-
-def encode_server_live(live: bool) -> bytes:
-    """``GET /v2/health/live``."""
-    return _json.encode({"live": live})
-
-
-def encode_server_ready(ready: bool) -> bytes:
-    """``GET /v2/health/ready``."""
-    return _json.encode({"ready": ready})
-
-
-def encode_model_ready(name: str, ready: bool, reason: str | None = None) -> bytes:
-    """``GET /v2/models/{name}/ready``; ``reason`` says why a model is not ready."""
-    document: dict[str, Any] = {"name": name, "ready": ready}
-    if reason is not None:
-        document["reason"] = reason
     return _json.encode(document)

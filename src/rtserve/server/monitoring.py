@@ -1,5 +1,5 @@
-"""The server's side of observability: the model catalog it shows, and the /metrics and drift
-endpoints (thin: they ask the app's ``Observability`` and render)."""
+"""Monitoring endpoints: ``/metrics`` and live drift (thin: they ask the app's ``Observability``
+and render), and the model catalog observability reads from the ``ModelManager``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rtserve.engine.manager import ModelManager
 from rtserve.errors import RtserveError
 from rtserve.observability.drift import Reference
 from rtserve.observability.hub import Observability
-from rtserve.observability.metrics import ModelState
+from rtserve.observability.metrics import ModelSnapshot
 
 
 class ManagerCatalog:
@@ -21,14 +21,14 @@ class ManagerCatalog:
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
 
-    def models(self) -> list[ModelState]:
+    def models(self) -> list[ModelSnapshot]:
         """Every served model version with its readiness."""
         states = []
         for m in self.manager.all():
             cache = getattr(m, "cache", None)  # the response cache, when one is configured
             stats = cache.stats() if cache is not None else None
             states.append(
-                ModelState(
+                ModelSnapshot(
                     m.name,
                     m.version,
                     m.digest,

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from rtserve.building import environment
 from rtserve.bundle.bundle import Bundle
-from rtserve.bundle.inference import as_frame, infer_fields
 from rtserve.bundle.manifest import Manifest, RuntimeSpec
 from rtserve.bundle.naming import check_name, check_version
 from rtserve.bundle.profile import build_profile
@@ -26,8 +26,8 @@ from rtserve.bundle.sample import (
     with_missing_rows,
 )
 from rtserve.bundle.schema import FieldType, Schema, UnseenPolicy
+from rtserve.bundle.schema_inference import as_frame, infer_fields
 from rtserve.bundle.validator import Validator
-from rtserve.engine import environment
 from rtserve.errors import BundleError, RtserveError, SchemaDefinitionError, ValidationError
 from rtserve.runtimes import export_gate
 from rtserve.runtimes.base import Description, ModelOutput, Runtime, RuntimeAdapter, Trust

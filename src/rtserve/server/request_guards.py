@@ -1,4 +1,4 @@
-"""The guards on the HTTP side: auth, rate limit, deadline, bounded body reading and
+"""The guards on the HTTP request side: auth, rate limit, deadline, bounded body reading and
 cancellation on client disconnect, shared by every route.
 
 The route table (``rtserve.server.routes``) gives each route its role. Checks run in the order
@@ -57,7 +57,7 @@ CLIENT_CLOSED = 499
 
 
 @dataclass
-class Guards:
+class RequestGuards:
     """The server-wide guards, built once from settings (``app.state.guards``)."""
 
     auth: Authenticator
@@ -70,15 +70,24 @@ class Guards:
     metrics: Metrics | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Guards:
-        """Build every guard; invalid configuration raises ``SettingsError`` at start-up."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        limits: RequestLimits,
+        deadlines: DeadlinePolicy,
+        metrics: Metrics | None = None,
+    ) -> RequestGuards:
+        """Build auth and the rate limiter; invalid configuration raises ``SettingsError`` at
+        start-up. ``limits`` and ``deadlines`` are the data plane's (built once from the same
+        settings), so the HTTP side and the engine enforce one and the same policy."""
         auth = settings.auth
         failures = auth.max_failures_per_minute if auth.enabled else 0
         guards = cls(
             auth=Authenticator.from_settings(auth),
             rate=RateLimiter.from_settings(settings.rate_limit, auth_failures_per_minute=failures),
-            deadlines=DeadlinePolicy.from_settings(settings),
-            limits=RequestLimits.from_settings(settings),
+            deadlines=deadlines,
+            limits=limits,
             metrics=metrics,
         )
         if metrics is not None and auth.enabled:
@@ -103,7 +112,7 @@ class Admitted:
 
 
 async def admit(
-    guards: Guards, headers: Mapping[str, str], role: str, what: str, client_host: str | None
+    guards: RequestGuards, headers: Mapping[str, str], role: str, what: str, client_host: str | None
 ) -> Admitted:
     """Deadline header, the address's failed-authentication limit, credentials and role, then
     the client's rate limit (cheapest first).
@@ -151,7 +160,7 @@ async def admit(
     return Admitted(deadline, principal, status)
 
 
-def guard_route(spec: RouteSpec, guards: Guards) -> Endpoint:
+def guard_route(spec: RouteSpec, guards: RequestGuards) -> Endpoint:
     """``spec.endpoint`` behind the guards its role calls for (public routes: deadline only).
 
     These are the routes without a body; the inference routes (``rtserve.server.fastpath``)

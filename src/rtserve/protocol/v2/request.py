@@ -2,7 +2,7 @@
 
 The JSON part is decoded once by msgspec into private structs whose tensor ``data`` stays raw;
 each tensor's shape is checked against ``TensorLimits`` before its data is read for the declared
-datatype (``v2_tensors``). Every problem is a ``MalformedRequestError`` (``PayloadTooLargeError``
+datatype (``rtserve.protocol.v2.tensors``). Every problem is a ``MalformedRequestError`` (``PayloadTooLargeError``
 for a shape beyond the limits) whose field names the spot (``inputs[2].shape``).
 """
 
@@ -15,8 +15,8 @@ import msgspec
 
 from rtserve.errors import MalformedRequestError
 from rtserve.protocol import _json
-from rtserve.protocol.v2_tensors import TensorLimits, Where, check_shape, from_binary, from_json
-from rtserve.protocol.v2_types import (
+from rtserve.protocol.v2.tensors import TensorLimits, Where, check_shape, from_binary, from_json
+from rtserve.protocol.v2.types import (
     DATATYPES,
     HEADER_LENGTH_HEADER,
     NUMPY_DTYPES,

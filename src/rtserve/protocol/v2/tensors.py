@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from rtserve.errors import MalformedRequestError, PayloadTooLargeError
-from rtserve.protocol.v2_types import NUMPY_DTYPES
+from rtserve.protocol.v2.types import NUMPY_DTYPES
 from rtserve.settings import LimitSettings
 from rtserve.types import AnyArray
 

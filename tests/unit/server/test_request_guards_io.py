@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect
 from rtserve.errors import PayloadTooLargeError, RequestTimeoutError
 from rtserve.guard.limits import RequestLimits
 from rtserve.observability import context as request_context
-from rtserve.server.guards import DisconnectWatch, receive_body
+from rtserve.server.request_guards import DisconnectWatch, receive_body
 
 LIMITS = RequestLimits(max_body_bytes=100, body_timeout_s=0.1)
 

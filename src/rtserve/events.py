@@ -1,4 +1,8 @@
-"""What the hot path tells the rest of the system after each prediction, and who listens."""
+"""The prediction event the hot path emits after each answered request, and who listens to it.
+
+The engine builds ``PredictionEvent``s; observability's observers (metrics, drift, decision log)
+read the same dataclasses, which is why this module sits below both in the layer order.
+"""
 
 from __future__ import annotations
 
