@@ -5,27 +5,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from rtserve.cli.output import print_json, print_note, stderr, stdout
-from rtserve.loadgen import (
-    Endpoint,
-    LoadResult,
-    LoadSpec,
-    Protocol,
-    Workload,
-    encode_bodies,
-    encode_request,
-    request_path,
-    rows_from_bundle,
-    rows_from_jsonl,
-    run_load,
-)
-from rtserve.loadgen.launch import Launched, bare_command, free_port, launch, rtserve_command
+from rtserve.loadgen.bodies import Protocol
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from rtserve.loadgen import LoadResult, LoadSpec
+    from rtserve.loadgen.launch import Launched
+
+# The load generator, numpy and rich's widgets are imported inside the functions that use them,
+# so that `rtserve --help` stays fast.
 
 READY_PATH = "/v2/health/ready"
 
@@ -105,6 +99,15 @@ def bench(
     `rtserve bench http://127.0.0.1:8080 --bundle bundles/fraud-1 --protocol v2 --rate 500`;
     `rtserve bench http://127.0.0.1:8080 --model fraud --data rows.jsonl --json`.
     """
+    from rtserve.loadgen import (
+        LoadSpec,
+        encode_bodies,
+        request_path,
+        rows_from_bundle,
+        rows_from_jsonl,
+    )
+    from rtserve.loadgen.launch import bare_command, free_port, launch
+
     spec = LoadSpec(
         concurrency=concurrency,
         rate=rate,
@@ -164,6 +167,8 @@ def _measure(
     label: str,
     quiet: bool,
 ) -> LoadResult:
+    from rtserve.loadgen import Endpoint, Workload, encode_request, run_load
+
     endpoint = Endpoint.from_url(url)
     workload = Workload(
         endpoint, tuple(encode_request(endpoint, path, body, headers=headers) for body in bodies)
@@ -179,6 +184,8 @@ def _server(target: str, is_url: bool, workers: int | None) -> Iterator[Launched
         return
     if not Path(target).exists():
         raise typer.BadParameter(f"{target}: neither an http:// URL nor an existing bundle")
+    from rtserve.loadgen.launch import free_port, launch, rtserve_command
+
     port = free_port()
     extra = ["--workers", str(workers)] if workers else []
     print_note(f"starting rtserve serve {target} on 127.0.0.1:{port} ...")
@@ -194,6 +201,8 @@ def _progress(label: str, spec: LoadSpec, quiet: bool) -> Iterator[Any]:
     if quiet:
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     total = spec.requests if spec.requests is not None else spec.duration_s
     unit = "requests" if spec.requests is not None else "s"
     columns = (
@@ -218,6 +227,8 @@ def _progress(label: str, spec: LoadSpec, quiet: bool) -> Iterator[Any]:
 
 
 def _table(report: dict[str, Any], result: LoadResult, ceiling: LoadResult | None) -> Table:
+    from rich.table import Table
+
     table = Table(
         title=f"rtserve bench {report['target']}: model {report['model']}, "
         f"{report['protocol']}, {report['rows_per_request']} row(s)/request",

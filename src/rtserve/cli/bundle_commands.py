@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from rtserve.building.builder import build as build_bundle
-from rtserve.building.reseal import reseal as reseal_bundle
-from rtserve.bundle.bundle import Bundle
-from rtserve.bundle.manifest import Manifest
-from rtserve.bundle.sample import DEFAULT_ROWS
-from rtserve.cli import overrides as schema_overrides
-from rtserve.cli import render
 from rtserve.cli.output import print_json, print_warning, stderr, stdout
-from rtserve.cli.tables import read_sample, table_format
-from rtserve.engine.loader import load, serving
-from rtserve.engine.predictor import ParityReport
 from rtserve.errors import BundleError, RtserveError
-from rtserve.runtimes.model_file import KNOWN_SUFFIXES, is_pickle, read_model_file
+from rtserve.runtimes.model_file import KNOWN_SUFFIXES, is_pickle
+
+if TYPE_CHECKING:
+    from rtserve.bundle.bundle import Bundle
+    from rtserve.bundle.manifest import Manifest
+    from rtserve.engine.predictor import ParityReport
+
+# Bundles, frameworks and pandas are imported inside the commands, so that `rtserve --help`
+# stays fast.
+
+#: ``rtserve.bundle.sample.DEFAULT_ROWS``, written out so that the help needs no numpy (a test
+#: keeps the two equal).
+DEFAULT_VALIDATION_ROWS = 200
 
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print one JSON document instead of readable text.")
@@ -119,7 +120,7 @@ def build(
     validation_rows: Annotated[
         int,
         typer.Option("--validation-rows", min=1, help="Sample rows kept with their outputs."),
-    ] = DEFAULT_ROWS,
+    ] = DEFAULT_VALIDATION_ROWS,
     trust_pickle: Annotated[
         bool,
         typer.Option(
@@ -154,6 +155,14 @@ def build(
         rtserve build model.skops --sample train.parquet --name fraud --version 1
         --set amount.minimum=0 --set email.pii=true --output bundles/fraud-1
     """
+    from rich.markup import escape
+
+    from rtserve.building.builder import build as build_bundle
+    from rtserve.cli import overrides as schema_overrides
+    from rtserve.cli import render
+    from rtserve.cli.tables import read_sample, table_format
+    from rtserve.runtimes.model_file import read_model_file
+
     changes = schema_overrides.parse_set(assignments or [])
     if overrides_file is not None:
         changes = schema_overrides.merge(schema_overrides.read_file(overrides_file), changes)
@@ -218,6 +227,9 @@ def inspect_bundle(
         rtserve inspect bundles/fraud-1
         rtserve inspect bundles/fraud-1.tar.gz --json
     """
+    from rtserve.bundle.bundle import Bundle
+    from rtserve.cli import render
+
     opened = Bundle.open(bundle, check=not no_verify)
     if no_verify:
         print_warning("hashes were not checked (--no-verify): this view may not be what was built")
@@ -250,6 +262,8 @@ def verify(
 
         rtserve verify bundles/fraud-1 --pin-digest sha256:3f2a…
     """
+    from rtserve.engine.loader import load
+
     try:
         predictor = load(
             bundle,
@@ -307,6 +321,9 @@ def reseal(
 
         rtserve reseal bundles/fraud-1
     """
+    from rtserve.building.reseal import reseal as reseal_bundle
+    from rtserve.cli import render
+
     report = reseal_bundle(bundle, trust_pickle=trust_pickle, strict_versions=strict_versions)
     if json_output:
         print_json(
@@ -336,6 +353,8 @@ def reseal(
 
 def serving_line(manifest: Manifest) -> str:
     """Which runtime serves by default, with the export's parity figures or why not."""
+    from rtserve.engine.loader import serving
+
     choice = serving(manifest)
     optimized = manifest.optimized
     parity = optimized.parity if optimized is not None else None
@@ -353,6 +372,8 @@ def serving_line(manifest: Manifest) -> str:
 
 
 def _with_serving(document: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
+    from rtserve.engine.loader import serving
+
     choice = serving(bundle.manifest)
     document["serving"] = {
         "runtime": choice.runtime,

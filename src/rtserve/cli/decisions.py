@@ -6,15 +6,20 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from rtserve.cli.output import print_note, stdout
 from rtserve.errors import NotFoundError
-from rtserve.observability.decisions import Decision, DecisionQuery, reader_for
-from rtserve.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from rtserve.observability.decisions import Decision
+
+# Settings, SQLAlchemy and the decision log's readers are imported inside the command, so that
+# `rtserve --help` stays fast.
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -80,11 +85,15 @@ def decisions(
         rtserve decisions --model fraud --version 3 --since 2h --json
     """
     if directory is None and database_url is None:
+        from rtserve.settings import Settings
+
         log = Settings.load(config).decision_log
         if log.sink == "sql":
             database_url = log.database_url
         else:
             directory = Path(log.directory)
+    from rtserve.observability.decisions import DecisionQuery, reader_for
+
     query = DecisionQuery(
         request_id=request_id,
         model=model,
@@ -110,6 +119,8 @@ def decisions(
 
 
 def _table(found: list[Decision]) -> Table:
+    from rich.table import Table
+
     table = Table(
         "time (UTC)", "request id", "server id", "row", "model", "version", "digest", "output",
         "ms",

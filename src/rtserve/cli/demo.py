@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from rtserve.cli.serve import decision_log_destination, require_free_port
-from rtserve.settings import Settings
 
 DEFAULT_DIR = Path(".rtserve-demo")
 
@@ -31,6 +30,7 @@ def demo(
     from rtserve.demo import DEMO_NAME, DEMO_VERSION, build_demo_bundle, example_record
     from rtserve.observability.logging import configure_logging
     from rtserve.server.runner import run
+    from rtserve.settings import Settings
 
     target = directory / f"{DEMO_NAME}-{DEMO_VERSION}"
     typer.echo(f"rtserve demo: building the {DEMO_NAME} bundle in {target} ...", err=True)

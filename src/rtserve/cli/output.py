@@ -18,6 +18,8 @@ from rich.markup import escape
 
 from rtserve.errors import RtserveError, ValidationError
 
+#: ``--output -`` (or no ``--output``) writes results to stdout.
+STDOUT = "-"
 #: Violations listed under a validation error; the rest are counted.
 SHOWN_VIOLATIONS = 20
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import errno
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rtserve.settings import Settings, SettingsError
+if TYPE_CHECKING:
+    from rtserve.settings import Settings
+
+# Settings (pydantic) and the server are imported inside the command, so that `rtserve --help`
+# stays fast.
 
 
 def serve(
@@ -41,6 +45,7 @@ def serve(
     """
     from rtserve.observability.logging import configure_logging
     from rtserve.server.runner import run
+    from rtserve.settings import Settings
 
     settings = Settings.load(
         config,
@@ -76,6 +81,8 @@ def require_free_port(host: str, port: int) -> None:
     """
     if port == 0:
         return
+    from rtserve.settings import SettingsError
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds

@@ -19,6 +19,7 @@ from typing import IO, Any, Literal, Protocol
 import pandas as pd
 import typer
 
+from rtserve.cli.output import STDOUT
 from rtserve.engine.predictions import Predictions
 from rtserve.errors import MalformedRequestError
 from rtserve.jsonlines import json_objects
@@ -31,8 +32,6 @@ _FORMATS: dict[str, Format] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-#: ``--output -`` (or no ``--output``) writes JSON lines to stdout.
-STDOUT = "-"
 
 
 def table_format(path: Path, allowed: tuple[Format, ...], option: str) -> Format:

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 
-from rtserve.bundle.bundle import Bundle
 from rtserve.errors import LoadTestError
 from rtserve.jsonlines import json_objects
 
@@ -45,6 +44,8 @@ class Rows:
 
 def rows_from_bundle(path: str | Path) -> Rows:
     """The validation sample of a bundle, with the model name and field types of its schema."""
+    from rtserve.bundle.bundle import Bundle  # numpy and the bundle reader: only when needed
+
     bundle = Bundle.open(path)
     rows = bundle.read_validation().records()
     if not rows:

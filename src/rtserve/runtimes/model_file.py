@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from rtserve.errors import UnsafeArtifactError, UnsupportedModelError
-from rtserve.runtimes import lightgbm, sklearn, xgboost
 
 ONNX_SUFFIXES = (".onnx",)
 XGBOOST_SUFFIXES = (".ubj", ".json")
@@ -46,6 +45,8 @@ def read_model_file(path: Path, *, trust_pickle: bool = False) -> Any:
         UnsafeArtifactError: a pickle without ``trust_pickle``, or a skops file that needs types
             from outside known ML libraries.
     """
+    from rtserve.runtimes import sklearn  # the adapters (pandas, frameworks) only when reading
+
     suffix = path.suffix.lower()
     if suffix in ONNX_SUFFIXES:
         # The ONNX adapter reads the path itself and confines any external data to its folder.
@@ -79,6 +80,8 @@ def read_model_file(path: Path, *, trust_pickle: bool = False) -> Any:
 
 
 def _read_booster(path: Path, package: str) -> Any:
+    from rtserve.runtimes import lightgbm, xgboost
+
     reader = xgboost.read_booster_file if package == "xgboost" else lightgbm.read_booster_file
     try:
         return reader(path)

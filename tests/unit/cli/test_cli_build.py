@@ -312,3 +312,10 @@ def test_build_overrides_file_with_wrong_content_fails_naming_the_file(
 
     assert result.exit_code == 1
     assert "overrides.yaml" in result.stderr
+
+
+def test_the_validation_rows_default_in_the_help_is_the_builders() -> None:
+    from rtserve.bundle.sample import DEFAULT_ROWS
+    from rtserve.cli.bundle_commands import DEFAULT_VALIDATION_ROWS
+
+    assert DEFAULT_VALIDATION_ROWS == DEFAULT_ROWS

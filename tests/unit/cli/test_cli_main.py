@@ -72,3 +72,22 @@ def test_an_unforeseen_failure_is_one_line_too_and_the_traceback_comes_on_reques
     monkeypatch.setenv("RTSERVE_DEBUG", "1")
     debugged = rtserve_cli("inspect", tmp_path)
     assert isinstance(debugged.exception, KeyError)
+
+
+def test_help_loads_no_data_or_model_library() -> None:
+    """`rtserve --help` stays fast: numpy, pandas, pydantic and the frameworks load only when a
+    command runs (timings are printed by bench/import_time.py, not asserted)."""
+    import subprocess
+    import sys
+
+    heavy = ["numpy", "pandas", "pydantic", "sklearn", "sqlalchemy", "starlette", "uvicorn"]
+    code = (
+        "import sys\nfrom rtserve.cli.main import main\nsys.argv = ['rtserve', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED', ' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "build" in result.stdout
+    assert result.stdout.splitlines()[-1].split() == ["LOADED"]
