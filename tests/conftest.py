@@ -7,7 +7,10 @@ seconds) and never mutated by tests; a test that needs to tamper with a bundle c
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,50 @@ import pandas as pd
 import pytest
 
 import rtserve
+
+# --- tests that need a real service ------------------------------------------------------------
+
+#: Set by .ci/run: a test whose service is missing then fails instead of being skipped.
+REQUIRE_SERVICES_ENV = "RTSERVE_REQUIRE_SERVICES"
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+#: marker -> (what it needs, how to tell it is there)
+SERVICES: dict[str, tuple[str, Callable[[], bool]]] = {
+    "postgres": ("PostgreSQL on 127.0.0.1:5432", lambda: _listening(5432)),
+    "redis": ("Redis on 127.0.0.1:6379", lambda: _listening(6379)),
+    "prometheus": (
+        "the prometheus and promtool commands (Debian's prometheus package)",
+        lambda: bool(shutil.which("prometheus") and shutil.which("promtool")),
+    ),
+}
+
+
+@functools.cache
+def _service_available(marker: str) -> bool:
+    return SERVICES[marker][1]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test whose service is missing, with the reason; under .ci/run, fail it."""
+    for marker, (needs, _) in SERVICES.items():
+        if item.get_closest_marker(marker) is None or _service_available(marker):
+            continue
+        if os.environ.get(REQUIRE_SERVICES_ENV):
+            pytest.fail(
+                f"needs {needs}, which is not there; {REQUIRE_SERVICES_ENV} is set (.ci/run sets "
+                "it), so a missing service fails the run instead of skipping its tests",
+                pytrace=False,
+            )
+        pytest.skip(f"needs {needs} (bash scripts/test-services.sh installs what it can)")
+
 
 N_ROWS = 400
 COUNTRIES = ["DE", "FR", "GB", "NL", "US"]

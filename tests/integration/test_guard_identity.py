@@ -190,7 +190,7 @@ def test_the_failure_limit_can_be_switched_off(secured_app) -> None:
 # --- the decision log's key ------------------------------------------------------------------
 
 
-@pytest.fixture(params=["jsonl", "postgresql"])
+@pytest.fixture(params=["jsonl", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def decision_log(request, tmp_path: Path) -> Iterator[dict[str, Any]]:
     if request.param == "jsonl":
         yield {"directory": str(tmp_path / "decisions")}

@@ -82,6 +82,7 @@ def test_health_probes_are_never_rate_limited(limited: TestClient) -> None:
         assert limited.get("/v2/health/live").status_code == 200
 
 
+@pytest.mark.redis
 def test_redis_storage_shares_one_limit_across_workers(dense_bundle: Path) -> None:
     run = uuid.uuid4().hex[:12]  # Redis outlives test runs: a client name of our own
     key = f"key-{run}"

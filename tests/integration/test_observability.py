@@ -269,6 +269,7 @@ def test_the_decision_log_answers_which_model_version_made_a_decision(
     assert found[0]["inputs"] is None  # only the input hash unless include_inputs is set
 
 
+@pytest.mark.postgres
 def test_the_decision_log_writes_to_postgresql(fraud_bundle, cards, tmp_path):
     import uuid
 
@@ -341,7 +342,7 @@ def test_spans_for_validate_queue_predict_encode_continue_the_callers_trace(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)  # the process-wide provider the server uses
     X, _ = cards
-    with serve([fraud_bundle], tmp_path, tracing=True) as client:
+    with serve([fraud_bundle], tmp_path, logging__tracing=True) as client:
         headers = {"traceparent": TRACEPARENT}
         assert (
             client.post(

@@ -109,6 +109,7 @@ def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
     return result
 
 
+@pytest.mark.prometheus
 def test_prometheus_scrapes_rtserve_and_answers_the_request_count(rtserve_url, prometheus):
     X, _ = card_transactions(5, seed=1)
     import json

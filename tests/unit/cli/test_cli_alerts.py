@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 from typer.testing import CliRunner
 
 from rtserve.cli.main import app
@@ -14,6 +15,7 @@ def run(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.prometheus
 def test_alerts_writes_rules_promtool_accepts_and_a_dashboard(tmp_path):
     result = run("alerts", "--output", tmp_path, "--p99-ms", "120", "--error-rate", "0.02")
     assert result.exit_code == 0, result.output

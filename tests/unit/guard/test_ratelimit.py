@@ -61,6 +61,7 @@ def test_named_clients_have_their_own_limits_and_unlisted_ones_none_without_a_de
     run(scenario())
 
 
+@pytest.mark.redis
 def test_redis_storage_shares_one_limit_between_workers():
     prefix = f"rtserve-test-{uuid.uuid4().hex}"
     worker_a = RateLimiter("4/minute", storage=REDIS, prefix=prefix)
@@ -184,6 +185,7 @@ def test_no_failure_limit_without_a_count():
     assert RateLimiter(None, auth_failures_per_minute=0).failures is None
 
 
+@pytest.mark.redis
 def test_redis_shares_the_failure_count_between_workers():
     prefix = f"rtserve-test-{uuid.uuid4().hex}"
     worker_a = RateLimiter(None, storage=REDIS, prefix=prefix, auth_failures_per_minute=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
 import yaml
 
 from rtserve.observability.alerts import AlertThresholds, alert_rules, alert_rules_yaml, dashboard
@@ -28,6 +29,7 @@ def test_every_metric_named_in_rules_and_dashboard_is_defined():
             assert base in defined or name in defined, f"{name} in {expr!r} is not a metric"
 
 
+@pytest.mark.prometheus
 def test_promtool_accepts_the_rules(tmp_path):
     path = tmp_path / "rules.yml"
     path.write_text(alert_rules_yaml(AlertThresholds(p99_latency_seconds=0.1)))
@@ -82,6 +84,7 @@ tests:
 """
 
 
+@pytest.mark.prometheus
 def test_the_rules_fire_on_errors_unready_models_and_drift_and_stay_quiet_otherwise(tmp_path):
     (tmp_path / "rules.yml").write_text(alert_rules_yaml())
     (tmp_path / "tests.yml").write_text(UNIT_TEST)

@@ -119,7 +119,7 @@ def test_the_jsonl_reader_filters_and_skips_a_partly_written_line(tmp_path):
     assert reader.query(DecisionQuery(request_id="a"))[0] == decision("a")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'decisions.db'}"
@@ -312,7 +312,7 @@ OLD_ROW = """INSERT INTO rtserve_decisions (request_id, row_index, time, model, 
     'sha256:y', '{"label": 1}', 0.01, false, '')"""
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def old_database(request, tmp_path):
     """A database whose decision table an rtserve without server ids made (PostgreSQL: in a
     schema of its own, dropped afterwards)."""
