@@ -2,8 +2,9 @@
 
 Unpacking reads the archive twice and writes only in the second pass. The first pass reads the
 headers: it counts entries, refuses links, devices, absolute paths and ``..``, finds and parses
-``rtserve.yaml`` (bounded), refuses entries the manifest does not list, and adds up the sizes the
-entries declare against the cap. The cap is ``SIZE_SLACK`` times the sizes the manifest records
+``rtserve.yaml`` (bounded), refuses entries the manifest does not list (but for the bounded
+signature file ``rtserve.sig`` beside it), and adds up the sizes the entries declare against the
+cap. The cap is ``SIZE_SLACK`` times the sizes the manifest records
 (plus the manifest), never more than ``max_bytes``. The second pass streams each file to disk
 counting what is actually written, so a stream that yields more than its header said stops at
 the cap too. A failure anywhere removes everything written.
@@ -24,6 +25,7 @@ from typing import IO
 
 from rtserve.bundle.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from rtserve.bundle.paths import check_relative
+from rtserve.bundle.signature import MAX_SIGNATURE_BYTES, SIGNATURE_FILE
 from rtserve.errors import (
     BundleError,
     BundleFormatError,
@@ -32,7 +34,7 @@ from rtserve.errors import (
 )
 
 #: Default absolute cap on the bytes an archive may unpack to (raise it with ``max_bytes``, or
-#: the ``max_bundle_bytes`` setting / ``RTSERVE_MAX_BUNDLE_BYTES`` for a server).
+#: the ``loading.max_bundle_bytes`` setting / ``RTSERVE_LOADING__MAX_BUNDLE_BYTES`` for a server).
 MAX_BUNDLE_BYTES = 4 << 30
 #: Most entries (files and folders) in one archive; a bundle holds a handful.
 MAX_MEMBERS = 10_000
@@ -245,9 +247,22 @@ def _check_inside(member: tarfile.TarInfo, relative: str, plan: _Plan) -> str:
 
 
 def _check_listed(member: tarfile.TarInfo, relative: str, plan: _Plan) -> None:
-    """Refuse a file the manifest does not list: it would fail verification after unpacking."""
+    """Refuse a file the manifest does not list: it would fail verification after unpacking.
+
+    The one unlisted file allowed is the detached signature beside the manifest (the digest
+    cannot hash its own signature), and only up to the size a signature file may have.
+    """
     assert plan.manifest is not None  # noqa: S101 - only called once the manifest is parsed
     inside = _check_inside(member, relative, plan)
+    if inside == SIGNATURE_FILE:
+        if member.size > MAX_SIGNATURE_BYTES:
+            raise BundleTooLargeError(
+                f"archive entry {member.name!r} is {member.size} bytes, over the limit of "
+                f"{MAX_SIGNATURE_BYTES} for {SIGNATURE_FILE}; rtserve sign never writes one "
+                "this large, so nothing was unpacked",
+                field=member.name,
+            )
+        return
     if inside not in plan.manifest.files:
         raise UnsafeArchiveError(
             f"archive entry {member.name!r} is not one of the files {MANIFEST_FILE} lists; "
@@ -274,7 +289,7 @@ def _over_cap(archive: Path, plan: _Plan) -> BundleTooLargeError:
         f"{archive}: unpacks to more than {plan.cap} bytes ({why}; {total} declared up to "
         f"entry {name!r}), so nothing was unpacked. A decompression bomb looks like this; for a "
         "genuinely larger bundle raise max_bundle_bytes (rtserve.load(..., "
-        "max_bundle_bytes=N) or RTSERVE_MAX_BUNDLE_BYTES)",
+        "max_bundle_bytes=N) or RTSERVE_LOADING__MAX_BUNDLE_BYTES)",
         field=name,
     )
 

@@ -6,6 +6,7 @@ import json
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +25,7 @@ from rtserve.bundle.manifest import Manifest, read_manifest
 from rtserve.bundle.paths import read_bounded, too_large
 from rtserve.bundle.profile import Profile
 from rtserve.bundle.sample import ValidationSample
+from rtserve.bundle.signature import TrustedKey, check_signature, trusted_keys_from
 from rtserve.errors import BundleError, BundleFormatError, BundleTooLargeError
 
 #: Largest ``profile.json`` or ``validation.json`` parsed (a 200-row sample is tens of KiB).
@@ -50,20 +52,38 @@ class Bundle:
 
     @classmethod
     def open(
-        cls, source: str | Path, *, check: bool = True, max_bytes: int = MAX_BUNDLE_BYTES
+        cls,
+        source: str | Path,
+        *,
+        check: bool = True,
+        max_bytes: int = MAX_BUNDLE_BYTES,
+        trusted_keys: Iterable[TrustedKey | str | Path] | None = None,
+        require_signature: bool = False,
     ) -> Bundle:
         """Open a bundle directory or ``.tar.gz``; with ``check`` every hash is verified.
 
         An archive is unpacked into a private temporary directory, writing at most
         ``max_bytes`` (see ``rtserve.bundle.archive.unpack``); that directory is removed on
         every failure, and with the ``Bundle`` otherwise.
+
+        ``trusted_keys`` (``TrustedKey`` values or public key PEM files) and
+        ``require_signature`` apply the signature policy of
+        ``rtserve.bundle.signature.check_signature`` after the hashes: with
+        ``require_signature`` the bundle must be signed over its digest by a trusted key, and a
+        signature that is present is checked whenever trusted keys are given.
+
+        Raises:
+            SignatureError: the signature policy refuses the bundle (``reason`` says why).
         """
+        keys = trusted_keys_from(trusted_keys)
         path = Path(source)
         if is_archive(path):
             target = Path(tempfile.mkdtemp(prefix="rtserve-bundle-"))
             try:
                 root = unpack(path, target, max_bytes=max_bytes)
-                return cls._open_directory(root, check=check, cleanup=target)
+                bundle = cls._open_directory(root, check=check, cleanup=target)
+                check_signature(bundle, keys, require=require_signature)
+                return bundle
             except BaseException:
                 shutil.rmtree(target, ignore_errors=True)
                 raise
@@ -73,7 +93,9 @@ class Bundle:
             raise BundleFormatError(
                 f"{path}: a bundle is a directory or a .tar.gz archive", field="path"
             )
-        return cls._open_directory(path, check=check, cleanup=None)
+        bundle = cls._open_directory(path, check=check, cleanup=None)
+        check_signature(bundle, keys, require=require_signature)
+        return bundle
 
     @classmethod
     def _open_directory(cls, path: Path, *, check: bool, cleanup: Path | None) -> Bundle:

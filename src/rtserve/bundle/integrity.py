@@ -7,9 +7,13 @@ import json
 from pathlib import Path
 
 from rtserve.bundle.manifest import MANIFEST_FILE, Manifest
+from rtserve.bundle.signature import SIGNATURE_FILE
 from rtserve.errors import BundleFormatError, IntegrityError
 
 _CHUNK = 1 << 20
+#: Files at the bundle's root that the digest does not cover: the manifest (which holds the
+#: hashes) and the detached signature (which signs the digest).
+_UNHASHED = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
 
 
 def sha256_file(path: Path) -> str:
@@ -23,6 +27,10 @@ def sha256_file(path: Path) -> str:
 
 def hash_files(directory: Path) -> dict[str, str]:
     """sha256 of every regular file below ``directory`` except the manifest, by POSIX path.
+
+    The signature file at the root is not hashed either: it signs the digest these hashes feed,
+    so it cannot be part of it (``rtserve.bundle.signature``). Both are still checked for links
+    and special files like every other entry.
 
     Raises:
         IntegrityError: for a symbolic link, FIFO, socket or device anywhere in the bundle.
@@ -46,7 +54,7 @@ def hash_files(directory: Path) -> dict[str, str]:
                 "<special file>",
                 hint="bundles hold only regular files and folders",
             )
-        if path.is_file() and relative != MANIFEST_FILE:
+        if path.is_file() and relative not in _UNHASHED:
             hashes[relative] = sha256_file(path)
     return hashes
 

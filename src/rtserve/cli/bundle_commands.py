@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from rtserve.cli.output import print_json, print_warning, stderr, stdout
+from rtserve.cli.signing import RequireSignature, TrustedKeys, signature_line
 from rtserve.errors import BundleError, RtserveError
 from rtserve.runtimes.model_file import KNOWN_SUFFIXES, is_pickle
 
@@ -218,9 +219,11 @@ def inspect_bundle(
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Show what a bundle holds: identity, runtime, environment, schema, profile and files.
+    """Show what a bundle holds: identity, runtime, signature, environment, schema, profile, files.
 
-    Hashes are checked first (a modified bundle fails with exit code 1) unless --no-verify.
+    Hashes are checked first (a modified bundle fails with exit code 1) unless --no-verify. The
+    signature is shown (signer's key id and fingerprint) but not checked: `rtserve verify
+    --trusted-key PUB.pem` checks it.
 
     Example:
 
@@ -228,16 +231,21 @@ def inspect_bundle(
         rtserve inspect bundles/fraud-1.tar.gz --json
     """
     from rtserve.bundle.bundle import Bundle
+    from rtserve.bundle.signature import describe_signature
     from rtserve.cli import render
 
     opened = Bundle.open(bundle, check=not no_verify)
     if no_verify:
         print_warning("hashes were not checked (--no-verify): this view may not be what was built")
+    signature = describe_signature(opened)
     if json_output:
-        print_json(_with_serving(render.document(opened, bundle), opened))
+        document = _with_serving(render.document(opened, bundle), opened)
+        document["signature"] = signature
+        print_json(document)
         return
     console = stdout()
     render.header(console, opened)
+    render.line(console, "signature", signature_line(signature))
     render.line(console, "serving", serving_line(opened.manifest))
     render.environment(console, opened)
     console.print(render.fields_table(opened.manifest.model_schema))
@@ -251,25 +259,35 @@ def verify(
     trust_pickle: TrustPickle = False,
     pin_digest: PinDigest = None,
     strict_versions: StrictVersions = False,
+    trusted_keys: TrustedKeys = None,
+    require_signature: RequireSignature = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Check a bundle end to end: hashes, trust, versions, and a warm-up that matches the build.
+    """Check a bundle end to end: hashes, signature, trust, versions, and a matching warm-up.
 
-    Opens the bundle with every hash checked, loads its runtime and predicts the validation
+    Opens the bundle with every hash checked, checks its signature against the --trusted-key
+    keys (required with --require-signature), loads its runtime and predicts the validation
     sample, which must reproduce the outputs recorded at build. Exit code 1 on any failure.
 
     Example:
 
         rtserve verify bundles/fraud-1 --pin-digest sha256:3f2a…
+
+        rtserve verify bundles/fraud-1 --trusted-key keys/rtserve-signing.pub.pem
+        --require-signature
     """
+    from rtserve.bundle.signature import describe_signature, load_public_keys
     from rtserve.engine.loader import load
 
     try:
+        keys = load_public_keys(trusted_keys or [])
         predictor = load(
             bundle,
             trust_pickle=trust_pickle,
             pinned_digest=pin_digest,
             strict_versions=strict_versions,
+            trusted_keys=keys,
+            require_signature=require_signature,
         )
         parity = predictor.check_parity()
         if not parity.passed:
@@ -281,6 +299,7 @@ def verify(
         if json_output:
             print_json({"ok": False, "path": str(bundle), "error": exc.to_dict()})
         raise
+    signature = describe_signature(predictor.bundle, keys)
     if json_output:
         print_json(
             {
@@ -289,6 +308,7 @@ def verify(
                 "name": predictor.name,
                 "version": predictor.version,
                 "digest": predictor.digest,
+                "signature": signature,
                 "parity": _parity_document(parity),
             }
         )
@@ -298,6 +318,7 @@ def verify(
         f"[bold green]OK[/] {predictor.name}:{predictor.version} {predictor.digest}",
         soft_wrap=True,
     )
+    console.print(f"signature: {signature_line(signature)}", soft_wrap=True)
     console.print(parity.describe(), soft_wrap=True)
 
 
