@@ -1,0 +1,42 @@
+"""The model registry: versions, stages and aliases, approvals, model cards, an audit chain.
+
+The registry stores bundles; it never serves them. A server (or anyone) resolves
+``NAME@STAGE`` with ``Registry.resolve``, polls ``Registry.pointer``/``pointers`` (each move
+bumps a ``generation``), fetches the artifact with ``Registry.bundle_path``, and reports what it
+did with ``Registry.audit_event``. See docs/registry.md.
+"""
+
+from __future__ import annotations
+
+from rtserve.registry.records import (
+    ROLES,
+    STAGES,
+    Approval,
+    AuditEntry,
+    ChainReport,
+    ModelCard,
+    ModelSummary,
+    ModelVersion,
+    Pointer,
+    PointerMove,
+    Policy,
+    PromotionRequest,
+)
+from rtserve.registry.registry import SERVER_EVENTS, Registry
+
+__all__ = [
+    "ROLES",
+    "SERVER_EVENTS",
+    "STAGES",
+    "Approval",
+    "AuditEntry",
+    "ChainReport",
+    "ModelCard",
+    "ModelSummary",
+    "ModelVersion",
+    "Pointer",
+    "PointerMove",
+    "Policy",
+    "PromotionRequest",
+    "Registry",
+]
