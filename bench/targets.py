@@ -237,12 +237,13 @@ def all_targets(
         Target(
             "rtserve-threads2",
             "rtserve",
-            "rtserve serve BUNDLES, RTSERVE_RUNTIME_THREADS=2 (one process, two batches at a time)",
+            "rtserve serve BUNDLES, RTSERVE_BATCHING__RUNTIME_THREADS=2 "
+            "(one process, two batches at a time)",
             _rtserve_command(bundles, rtserve_args),
             "/v2/health/ready",
             _rtserve_encode,
             _rtserve_decode,
-            env={"RTSERVE_RUNTIME_THREADS": "2"},
+            env={"RTSERVE_BATCHING__RUNTIME_THREADS": "2"},
         ),
         Target(
             "fastapi",

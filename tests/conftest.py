@@ -39,6 +39,8 @@ def _listening(port: int) -> bool:
 SERVICES: dict[str, tuple[str, Callable[[], bool]]] = {
     "postgres": ("PostgreSQL on 127.0.0.1:5432", lambda: _listening(5432)),
     "redis": ("Redis on 127.0.0.1:6379", lambda: _listening(6379)),
+    "nats": ("NATS with JetStream on 127.0.0.1:4222", lambda: _listening(4222)),
+    "rabbitmq": ("RabbitMQ on 127.0.0.1:5672 (guest/guest)", lambda: _listening(5672)),
     "prometheus": (
         "the prometheus and promtool commands (Debian's prometheus package)",
         lambda: bool(shutil.which("prometheus") and shutil.which("promtool")),

@@ -15,6 +15,7 @@ Every failure the product can report is one of these types. Each carries a stabl
     │   ├── UnsafeArchiveError          a tar entry that would leave the bundle
     │   ├── UnsafePathError             a manifest path or file that points outside the bundle
     │   ├── BundleTooLargeError         a bundle part or archive beyond a size or count limit
+    │   ├── SignatureError              a signature is missing, unknown, invalid or not for this bundle
     │   ├── EnvironmentMismatchError    framework versions differ and strict mode refuses
     │   ├── SchemaDefinitionError       a schema (inferred or hand-edited) is inconsistent
     │   └── UnsupportedModelError       no runtime can package this model
@@ -36,7 +37,17 @@ Every failure the product can report is one of these types. Each carries a stabl
     │   └── ModelUnavailableError       the model failed and its fallback is fail_closed
     ├── DeadlineExceededError           the request's deadline passed before its answer
     ├── PredictionError                 the runtime failed on valid input
-    └── LoadTestError                   a load test cannot run (rtserve bench: target, bodies)
+    ├── LoadTestError                   a load test cannot run (rtserve bench: target, bodies)
+    ├── DeployError                     deployment files cannot be made from these inputs (rtserve k8s)
+    ├── StreamError                     stream scoring cannot run: broker URL, subject or option (rtserve stream)
+    ├── BatchError                      a batch job cannot run: inputs, output directory, engine (rtserve batch)
+    └── RegistryError                   the model registry refuses or cannot do an action
+        ├── RegistryInputError          an argument breaks a registry rule (stage, alias, comment)
+        ├── RegistryNotFoundError       unknown model, version, stage, alias or request
+        ├── RegistryConflictError       the action contradicts the registry's state (other digest)
+        ├── RegistryPermissionError     the actor lacks the role, or approves their own request
+        ├── RegistryStorageError        the database or artifact store cannot be used
+        └── AuditChainError             the audit log's hash chain is broken (edited, deleted row)
 """
 
 from __future__ import annotations
@@ -132,6 +143,21 @@ class BundleTooLargeError(BundleError):
     """A bundle part (manifest, JSON file, archive) exceeds a size, count or nesting limit."""
 
     code = "bundle_too_large"
+
+
+class SignatureError(BundleError):
+    """A bundle's signature is required but missing, or present but not trusted for this bundle.
+
+    ``reason`` names the failure from a small fixed set (``unsigned``, ``unknown_key``,
+    ``bad_signature``, ``digest_mismatch``, ``malformed``, ``bad_key``, ``no_trusted_keys``) for a
+    refused-load counter and the audit log; the message stays the operator's explanation.
+    """
+
+    code = "signature"
+
+    def __init__(self, message: str, *, reason: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.reason = reason
 
 
 class EnvironmentMismatchError(BundleError):
@@ -347,3 +373,80 @@ class LoadTestError(RtserveError):
     """A load test cannot run: the target does not start or answer, or no bodies can be made."""
 
     code = "load_test"
+
+
+class DeployError(RtserveError):
+    """Deployment files cannot be generated: a bundle or reference, a name or a timing is unusable
+    (``rtserve k8s``); the message names the value, the rule and the option that fixes it."""
+
+    code = "deploy"
+
+
+class StreamError(RtserveError):
+    """Stream scoring cannot run: an unsupported or unreachable broker, an unusable subject or
+    option (``rtserve stream``); the message names the value, the rule and the fix."""
+
+    code = "stream"
+
+
+class BatchError(RtserveError):
+    """A batch job cannot run: its inputs match nothing, its output would overwrite them, or its
+    engine or scheduler is missing or unreachable (``rtserve batch``); the message says which
+    option to change."""
+
+    code = "batch"
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+class RegistryError(RtserveError):
+    """The model registry refuses an action or cannot carry it out."""
+
+    code = "registry_error"
+
+
+class RegistryInputError(RegistryError):
+    """An argument breaks a registry rule: an unknown stage, an alias that is a stage name, an
+    approval without a comment, labels that do not match the validation sample."""
+
+    code = "registry_invalid"
+
+
+class RegistryNotFoundError(RegistryError):
+    """The named model, version, stage, alias or promotion request is not in the registry."""
+
+    code = "registry_not_found"
+
+
+class RegistryConflictError(RegistryError):
+    """The action contradicts the registry's state: another bundle under an existing
+    name@version, a request already closed, archiving the version production serves."""
+
+    code = "registry_conflict"
+
+
+class RegistryPermissionError(RegistryError):
+    """The actor lacks the registry role the action needs, or the policy forbids them (a
+    requester approving their own promotion, an approver not named by the model's policy)."""
+
+    code = "registry_forbidden"
+
+
+class RegistryStorageError(RegistryError):
+    """The registry's database or artifact store cannot be opened, migrated, read or written."""
+
+    code = "registry_storage"
+
+
+class AuditChainError(RegistryError):
+    """The audit log's hash chain does not verify: a row was edited, deleted or reordered.
+
+    ``seq`` is the first sequence number at which the chain breaks.
+    """
+
+    code = "audit_chain_broken"
+
+    def __init__(self, message: str, *, seq: int | None) -> None:
+        super().__init__(message, field="audit")
+        self.seq = seq

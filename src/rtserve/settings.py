@@ -1,25 +1,177 @@
-"""Server settings: ``RTSERVE_*`` environment variables override a YAML config file, which overrides defaults."""
+"""Server settings, grouped by concern: ``RTSERVE_*`` environment variables override a YAML config
+file, which overrides defaults; explicit arguments (CLI flags, ``Settings.load`` keywords) win over
+all three.
+
+Groups: ``server`` (binding, workers, shutdown), ``loading`` (which bundles are trusted and how they
+load), ``batching``, ``cache``, ``limits`` (every size bound of a request), ``shedding`` (deadlines
+and admission), ``breaker``, ``auth``, ``rate_limit``, ``policies`` (per model), ``logging``,
+``metrics``, ``drift`` and ``decision_log``; ``bundles`` is the one top-level list. A setting's
+environment name is its path with ``__`` between the parts: ``limits.max_body_bytes`` is
+``RTSERVE_LIMITS__MAX_BODY_BYTES``.
+
+Units, one convention: every duration is in seconds, a float, and its name ends in ``_s``; every
+size in bytes ends in ``_bytes``. Counts (rows, calls, entries) carry no unit suffix.
+
+Renamed settings keep their old environment names and config-file keys for one release
+(``RENAMED``: old path -> new path, with the unit conversion); using one warns with
+``SettingDeprecated``, naming the new name.
+"""
 
 from __future__ import annotations
 
+import copy
+import os
+import types
+import typing
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
+from rtserve.bundle.policy import FallbackPolicy, OutputPolicy
 from rtserve.errors import RtserveError
+
+ENV_PREFIX = "RTSERVE_"
+#: Where a setting's value came from, highest precedence first (``Settings.resolve``).
+Source = Literal["flag", "env", "file", "default"]
 
 
 class SettingsError(RtserveError):
     """A setting has an invalid value or the config file cannot be read."""
 
     code = "settings"
+
+
+class SettingDeprecated(UserWarning):
+    """An old setting name was used; it still works for one release. A ``UserWarning``, so the
+    CLI shows it (``rtserve.cli.output.shown_warnings`` hides deprecations meant for developers)."""
+
+
+# --- serving: binding, loading, batching, cache -------------------------------------------------
+
+
+class ServerSettings(BaseModel):
+    """Where the server listens, how many processes serve, and how it shuts down."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Interface to bind.")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes on one port.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of the reverse proxies whose X-Forwarded-For "
+        "names the client (rate limits, failed-login limits); empty: the peer address always.",
+    )
+    graceful_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds in-flight requests get to finish on SIGTERM."
+    )
+    drain_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="On SIGTERM, seconds to keep serving with readiness false before closing.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, values: list[str]) -> list[str]:
+        """Each entry an IP address or network, written as uvicorn reads it (it would silently
+        take anything else for a literal host name and never match it)."""
+        import ipaddress
+
+        normal = []
+        for value in values:
+            text = value.strip()
+            try:
+                if "/" in text:
+                    normal.append(str(ipaddress.ip_network(text, strict=False)))
+                else:
+                    normal.append(str(ipaddress.ip_address(text)))
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an IP address or network; list each proxy as e.g. "
+                    "'10.0.0.7' or '10.0.0.0/24' (write '0.0.0.0/0' and '::/0' to trust every "
+                    "peer, only when nothing can reach the server directly)"
+                ) from None
+        return normal
+
+
+class LoadingSettings(BaseModel):
+    """Which bundles are trusted, and how a bundle becomes a serving model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trust_pickle: bool = Field(
+        default=False,
+        description="Allow pickle artifacts whose digest is pinned in pinned_digests.",
+    )
+    pinned_digests: dict[str, str] = Field(
+        default_factory=dict,
+        description="Expected bundle digest per model name ('sha256:...'); checked on load.",
+    )
+    strict_versions: bool = Field(
+        default=False, description="Refuse bundles built with another framework minor version."
+    )
+    max_bundle_bytes: int = Field(
+        default=4 << 30,  # rtserve.bundle.archive.MAX_BUNDLE_BYTES
+        ge=1 << 20,
+        description="Most bytes a .tar.gz bundle may unpack to (it is also held to 4x the file "
+        "sizes its manifest records); raise it for a genuinely larger bundle.",
+    )
+    parity_tolerance: float = Field(
+        default=1e-5, gt=0, description="Max |diff| allowed between warm-up and recorded outputs."
+    )
+    force_native_runtime: bool = Field(
+        default=False,
+        description="Predict with each model's own framework even where its bundle's ONNX export "
+        "passed the parity gate at build (ONNX Runtime serves those by default).",
+    )
+
+
+class BatchingSettings(BaseModel):
+    """How requests are grouped into runtime calls, and how many run at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(
+        default=256, ge=1, description="Most rows the batcher hands the runtime at once."
+    )
+    max_wait_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds a lone request may wait for others to join its batch (0: never).",
+    )
+    runtime_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Batches run at once per model when the runtime is thread-safe (ONNX Runtime).",
+    )
+    inline_predict_s: float = Field(
+        default=0.001,
+        ge=0,
+        description="A lone small request on an idle model whose predict typically takes less "
+        "than this many seconds runs on the event loop, skipping a thread hop (0: never).",
+    )
+
+
+class CacheSettings(BaseModel):
+    """The response cache, per model version, keyed by the validated input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_entries: int = Field(
+        default=0, ge=0, description="Responses kept per model version (0: no cache)."
+    )
+    ttl_s: float = Field(default=60.0, gt=0, description="Seconds a cached response stays valid.")
 
 
 # --- guard (rtserve.guard): one group per guard, e.g. RTSERVE_AUTH__ENABLED=true ------------------
@@ -82,10 +234,13 @@ class AuthSettings(BaseModel):
 
 
 class LimitSettings(BaseModel):
-    """Per-request bounds (the body size is ``max_body_bytes``)."""
+    """Per-request bounds: every size and time a client can make the server spend on one request."""
 
     model_config = ConfigDict(extra="forbid")
 
+    max_body_bytes: int = Field(
+        default=8 << 20, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
     max_instances: int = Field(default=10_000, ge=1, description="Most rows in one request.")
     max_string_length: int = Field(default=4096, ge=1, description="Longest string value.")
     max_json_depth: int = Field(default=32, ge=2, description="Deepest JSON nesting of a body.")
@@ -132,18 +287,26 @@ class RateLimitSettings(BaseModel):
 
 
 class SheddingSettings(BaseModel):
-    """Deadlines and admission control."""
+    """Deadlines and admission control: how long a request and a runtime call may take."""
 
     model_config = ConfigDict(extra="forbid")
 
-    default_timeout_ms: float = Field(
-        default=30_000.0, gt=0, description="Deadline of a request without X-Request-Timeout-Ms."
+    default_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Deadline of a request without an X-Request-Timeout-Ms header (seconds).",
     )
-    max_timeout_ms: float = Field(
-        default=300_000.0, gt=0, description="Largest deadline a client may ask for."
+    max_timeout_s: float = Field(
+        default=300.0, gt=0, description="Largest deadline a client may ask for (seconds)."
     )
     max_queue: int = Field(
         default=256, ge=0, description="Requests waiting per model before 503 (0: none wait)."
+    )
+    predict_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A runtime call slower than this many seconds fails (and counts for the "
+        "breaker); the fallback answers.",
     )
 
 
@@ -161,12 +324,52 @@ class BreakerSettings(BaseModel):
     window: int = Field(default=20, ge=1, description="Recent calls the error rate is taken over.")
     min_calls: int = Field(default=10, ge=1, description="Calls needed before the rate counts.")
     open_s: float = Field(default=10.0, gt=0, description="Seconds open before a half-open probe.")
-    predict_timeout_ms: float = Field(
-        default=10_000.0, gt=0, description="A predict slower than this counts as a failure."
+
+
+class ModelPolicySettings(BaseModel):
+    """One model's serving policies from the config, each replacing its bundle's when given.
+
+    The same types as ``rtserve.yaml`` declares (``rtserve.bundle.policy``), so a malformed policy
+    fails ``Settings.load``; what needs the bundle (rule fields, output classes) is checked when
+    the model loads.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fallback: FallbackPolicy | None = Field(
+        default=None, description="What the model answers when it fails (replaces the bundle's)."
+    )
+    output: OutputPolicy | None = Field(
+        default=None, description="Output hardening: rounding, top-k (replaces the bundle's)."
     )
 
 
 # --- observability (rtserve.observability): e.g. RTSERVE_DRIFT__WINDOW_ROWS=2000 -------------------
+
+
+class LoggingSettings(BaseModel):
+    """What rtserve writes about each request: log level, access log, PII handling, traces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: str = Field(default="info", description="debug, info, warning or error.")
+    access_log: bool = Field(default=True, description="One JSON log line per request.")
+    pii_redaction: Literal["hash", "drop"] = Field(
+        default="hash",
+        description="PII values in logs and recorded inputs: keyed hash (RTSERVE_REDACTION_KEY) "
+        "or dropped.",
+    )
+    tracing: bool = Field(
+        default=False, description="OpenTelemetry spans (needs the 'tracing' extra; OTEL_* env)."
+    )
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("debug", "info", "warning", "error"):
+            raise ValueError("must be one of debug, info, warning, error")
+        return value
 
 
 class MetricsSettings(BaseModel):
@@ -242,96 +445,31 @@ class DecisionLogSettings(BaseModel):
         return self
 
 
-def _state_dir() -> Path:
-    import os
-
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "rtserve"
-
-
 class Settings(BaseSettings):
-    """Everything an operator can configure; nothing is read until ``Settings.load`` is called."""
+    """Everything an operator can configure; nothing is read until ``Settings.load`` is called.
+
+    Constructing ``Settings(...)`` directly validates exactly the arguments given (no environment,
+    no file): tests and worker processes get the settings they pass, nothing more.
+    """
 
     model_config = SettingsConfigDict(
-        env_prefix="RTSERVE_", extra="forbid", validate_default=True, env_nested_delimiter="__"
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, env_nested_delimiter="__"
     )
 
     bundles: list[str] = Field(
         default_factory=list,
         description="Bundle directories or .tar.gz archives to serve, each under its own name.",
     )
-    host: str = Field(default="127.0.0.1", description="Interface to bind.")
-    port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0 picks a free one).")
-    workers: int = Field(default=1, ge=1, le=64, description="Worker processes on one port.")
-    trusted_proxies: list[str] = Field(
-        default_factory=list,
-        description="Addresses or CIDR networks of the reverse proxies whose X-Forwarded-For "
-        "names the client (rate limits, failed-login limits); empty: the peer address always.",
+    server: ServerSettings = Field(
+        default_factory=ServerSettings, description="Binding, workers, shutdown."
     )
-    trust_pickle: bool = Field(
-        default=False,
-        description="Allow pickle artifacts whose digest is pinned in pinned_digests.",
+    loading: LoadingSettings = Field(
+        default_factory=LoadingSettings, description="Bundle trust and loading."
     )
-    pinned_digests: dict[str, str] = Field(
-        default_factory=dict,
-        description="Expected bundle digest per model name ('sha256:...'); checked on load.",
+    batching: BatchingSettings = Field(
+        default_factory=BatchingSettings, description="Batching and runtime concurrency."
     )
-    strict_versions: bool = Field(
-        default=False, description="Refuse bundles built with another framework minor version."
-    )
-    max_bundle_bytes: int = Field(
-        default=4 << 30,  # rtserve.bundle.archive.MAX_BUNDLE_BYTES (settings may not import it)
-        ge=1 << 20,
-        description="Most bytes a .tar.gz bundle may unpack to (it is also held to 4x the file "
-        "sizes its manifest records); raise it for a genuinely larger bundle.",
-    )
-    parity_tolerance: float = Field(
-        default=1e-5, gt=0, description="Max |diff| allowed between warm-up and recorded outputs."
-    )
-    force_native_runtime: bool = Field(
-        default=False,
-        description="Predict with each model's own framework even where its bundle's ONNX export "
-        "passed the parity gate at build (ONNX Runtime serves those by default).",
-    )
-    cache_size: int = Field(
-        default=0,
-        ge=0,
-        description="Responses kept per model version, keyed by the validated input (0: no cache).",
-    )
-    cache_ttl_s: float = Field(
-        default=60.0, gt=0, description="Seconds a cached response stays valid."
-    )
-    max_body_bytes: int = Field(
-        default=8 << 20, ge=1024, description="Largest request body accepted (413 beyond)."
-    )
-    max_batch_size: int = Field(
-        default=256, ge=1, description="Most rows the batcher hands the runtime at once."
-    )
-    max_wait_ms: float = Field(
-        default=0.0,
-        ge=0,
-        description="How long a lone request may wait for others to join its batch (0: never).",
-    )
-    runtime_threads: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="Batches run at once per model when the runtime is thread-safe (ONNX Runtime).",
-    )
-    inline_predict_us: float = Field(
-        default=1000.0,
-        ge=0,
-        description="A lone small request on an idle model whose predict typically takes less "
-        "than this many microseconds runs on the event loop, skipping a thread hop (0: never).",
-    )
-    graceful_timeout_s: float = Field(
-        default=30.0, gt=0, description="Seconds in-flight requests get to finish on SIGTERM."
-    )
-    drain_delay_s: float = Field(
-        default=0.0,
-        ge=0,
-        description="On SIGTERM, seconds to keep serving with readiness false before closing.",
-    )
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="Response cache.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Authentication.")
     limits: LimitSettings = Field(default_factory=LimitSettings, description="Request limits.")
     rate_limit: RateLimitSettings = Field(
@@ -343,12 +481,13 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = Field(
         default_factory=BreakerSettings, description="Circuit breaker per model."
     )
-    policies: dict[str, dict[str, Any]] = Field(
+    policies: dict[str, ModelPolicySettings] = Field(
         default_factory=dict,
         description="Per model name: {fallback: ..., output: ...}, overriding the bundle's.",
     )
-    log_level: str = Field(default="info", description="debug, info, warning or error.")
-    access_log: bool = Field(default=True, description="One JSON log line per request.")
+    logging: LoggingSettings = Field(
+        default_factory=LoggingSettings, description="Logs, PII redaction, traces."
+    )
     metrics: MetricsSettings = Field(
         default_factory=MetricsSettings, description="Prometheus metrics at /metrics."
     )
@@ -358,45 +497,6 @@ class Settings(BaseSettings):
     decision_log: DecisionLogSettings = Field(
         default_factory=DecisionLogSettings, description="Which model version decided what."
     )
-    pii_redaction: Literal["hash", "drop"] = Field(
-        default="hash",
-        description="PII values in logs and recorded inputs: keyed hash (RTSERVE_REDACTION_KEY) "
-        "or dropped.",
-    )
-    tracing: bool = Field(
-        default=False, description="OpenTelemetry spans (needs the 'tracing' extra; OTEL_* env)."
-    )
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        value = value.lower()
-        if value not in ("debug", "info", "warning", "error"):
-            raise ValueError("log_level must be one of debug, info, warning, error")
-        return value
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _proxies(cls, values: list[str]) -> list[str]:
-        """Each entry an IP address or network, written as uvicorn reads it (it would silently
-        take anything else for a literal host name and never match it)."""
-        import ipaddress
-
-        normal = []
-        for value in values:
-            text = value.strip()
-            try:
-                if "/" in text:
-                    normal.append(str(ipaddress.ip_network(text, strict=False)))
-                else:
-                    normal.append(str(ipaddress.ip_address(text)))
-            except ValueError:
-                raise ValueError(
-                    f"trusted_proxies: {value!r} is not an IP address or network; list each "
-                    "proxy as e.g. '10.0.0.7' or '10.0.0.0/24' (write '0.0.0.0/0' and '::/0' "
-                    "to trust every peer, only when nothing can reach the server directly)"
-                ) from None
-        return normal
 
     @classmethod
     def settings_customise_sources(
@@ -407,34 +507,350 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Precedence, highest first: explicit arguments, environment, config file, defaults."""
-        # The YAML source reads ``model_config["yaml_file"]``, set only by ``load(config_file)``.
-        yaml_file = YamlConfigSettingsSource(settings_cls)
-        return (init_settings, env_settings, yaml_file, file_secret_settings)
+        """Only the arguments: ``load`` reads the environment and the file itself, so that it
+        can apply ``RENAMED`` first and tell where each value came from."""
+        return (init_settings,)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
-        """Read settings now: ``overrides`` > ``RTSERVE_*`` env > ``config_file`` > defaults."""
+        """Read settings now: ``overrides`` > ``RTSERVE_*`` env > ``config_file`` > defaults.
+
+        ``overrides`` are nested like the file (``server={"port": 0}``) or spelled with ``__``
+        like the environment (``server__port=0``); None values are ignored.
+
+        Raises:
+            SettingsError: the file is unreadable, or a value breaks its rule (the message names
+                the key path, the value, the rule and where to change it).
+        """
+        return cls.resolve(config_file, overrides)[0]
+
+    @classmethod
+    def resolve(
+        cls,
+        config_file: str | Path | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        read_env: bool = True,
+    ) -> tuple[Settings, dict[str, Source]]:
+        """The settings, and for every leaf path (``Settings.leaves``) where its value came from."""
         from pydantic import ValidationError
 
-        if config_file is not None and not Path(config_file).is_file():
-            raise SettingsError(f"config file {config_file} does not exist", field="config")
-        settings_cls = cls
-        if config_file is not None:
-            settings_cls = type(
-                cls.__name__,
-                (cls,),
-                {
-                    "model_config": SettingsConfigDict(
-                        **{**cls.model_config, "yaml_file": config_file}
-                    )
-                },
-            )
+        layers: dict[Source, dict[str, Any]] = {
+            "flag": _renamed(_nest(overrides or {}), "argument"),
+            "env": _RenamingEnvSource(cls)() if read_env else {},
+            "file": _read_config_file(Path(config_file)) if config_file is not None else {},
+        }
+        merged: dict[str, Any] = {}
+        for layer in ("file", "env", "flag"):
+            merged = _deep_merge(merged, layers[layer])
         try:
-            return settings_cls(**{k: v for k, v in overrides.items() if v is not None})
+            settings = cls(**merged)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise SettingsError(
-                f"setting {where}: {first['msg']} (env RTSERVE_{where.upper()})", field=where
-            ) from exc
+            raise _settings_error(exc, layers) from None
+        sources: dict[str, Source] = {}
+        for path in cls.leaves():
+            parts = path.split(".")
+            sources[path] = next(
+                (name for name, data in layers.items() if _has(data, parts)), "default"
+            )
+        return settings, sources
+
+    @classmethod
+    def leaves(cls) -> list[str]:
+        """Every setting's dotted path, groups expanded (``server.port``, ``policies``, ...)."""
+        return list(_leaves(cls, ""))
+
+
+# --- renamed settings ------------------------------------------------------------------------
+
+
+class Rename(NamedTuple):
+    """An old setting path, its new path, and what to divide an old value by (unit change)."""
+
+    old: str
+    new: str
+    divide_by: float = 1.0
+
+
+#: Old path -> new path, applied to env names, file keys and arguments before validation. Kept for
+#: one release after the regrouping (remove in the next minor version).
+RENAMED: tuple[Rename, ...] = (
+    Rename("host", "server.host"),
+    Rename("port", "server.port"),
+    Rename("workers", "server.workers"),
+    Rename("trusted_proxies", "server.trusted_proxies"),
+    Rename("graceful_timeout_s", "server.graceful_timeout_s"),
+    Rename("drain_delay_s", "server.drain_delay_s"),
+    Rename("trust_pickle", "loading.trust_pickle"),
+    Rename("pinned_digests", "loading.pinned_digests"),
+    Rename("strict_versions", "loading.strict_versions"),
+    Rename("max_bundle_bytes", "loading.max_bundle_bytes"),
+    Rename("parity_tolerance", "loading.parity_tolerance"),
+    Rename("force_native_runtime", "loading.force_native_runtime"),
+    Rename("max_batch_size", "batching.max_batch_size"),
+    Rename("max_wait_ms", "batching.max_wait_s", 1e3),
+    Rename("runtime_threads", "batching.runtime_threads"),
+    Rename("inline_predict_us", "batching.inline_predict_s", 1e6),
+    Rename("cache_size", "cache.max_entries"),
+    Rename("cache_ttl_s", "cache.ttl_s"),
+    Rename("max_body_bytes", "limits.max_body_bytes"),
+    Rename("shedding.default_timeout_ms", "shedding.default_timeout_s", 1e3),
+    Rename("shedding.max_timeout_ms", "shedding.max_timeout_s", 1e3),
+    Rename("breaker.predict_timeout_ms", "shedding.predict_timeout_s", 1e3),
+    Rename("log_level", "logging.level"),
+    Rename("access_log", "logging.access_log"),
+    Rename("pii_redaction", "logging.pii_redaction"),
+    Rename("tracing", "logging.tracing"),
+)
+
+
+def env_name(path: str) -> str:
+    """``limits.max_body_bytes`` -> ``RTSERVE_LIMITS__MAX_BODY_BYTES``."""
+    return ENV_PREFIX + path.replace(".", "__").upper()
+
+
+def _converted(rename: Rename, value: Any, where: str) -> Any:
+    """``value`` in the new unit (a string stays a string, as the environment gives it)."""
+    if rename.divide_by == 1.0 or value is None:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(
+            f"{where}: {value!r} is not a number; it is deprecated anyway: set {rename.new} "
+            f"(in seconds) instead",
+            field=rename.new,
+        ) from None
+    seconds = number / rename.divide_by
+    return str(seconds) if isinstance(value, str) else seconds
+
+
+def _deprecated(old: str, new: str, rename: Rename) -> None:
+    unit = " (in seconds; the old value is converted)" if rename.divide_by != 1.0 else ""
+    warnings.warn(
+        f"{old} is a deprecated setting name, read as {new}{unit}; rename it (the old name "
+        "stops working in the next release)",
+        SettingDeprecated,
+        stacklevel=4,
+    )
+
+
+def _renamed(data: dict[str, Any], what: str) -> dict[str, Any]:
+    """``data`` (file content or arguments) with every old key moved to its new path."""
+    for rename in RENAMED:
+        old = rename.old.split(".")
+        if not _has(data, old):
+            continue
+        parent = _get(data, old[:-1])
+        value = parent.pop(old[-1])
+        _deprecated(f"{what} {rename.old!r}", rename.new, rename)
+        new = rename.new.split(".")
+        if _has(data, new):
+            continue  # the new name wins over the old one
+        target = data
+        for part in new[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[new[-1]] = _converted(rename, value, f"{what} {rename.old}")
+    return data
+
+
+class _RenamingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, with old ``RTSERVE_*`` names moved to new ones."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = dict(super()._load_env_vars())  # names are lower case (case-insensitive)
+        for rename in RENAMED:
+            old, new = env_name(rename.old), env_name(rename.new)
+            if old.lower() not in env:
+                continue
+            value = env.pop(old.lower())
+            _deprecated(f"environment variable {old}", new, rename)
+            if new.lower() not in env:
+                env[new.lower()] = _converted(rename, value, old)
+        return env
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``, old keys renamed; a missing or malformed file fails."""
+    import yaml
+
+    if not path.is_file():
+        raise SettingsError(f"config file {path} does not exist", field="config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SettingsError(
+            f"config file {path}: not readable YAML ({exc})", field="config"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(
+            f"config file {path}: expected a mapping of settings (e.g. 'server: {{port: 8080}}'), "
+            f"got {type(data).__name__}",
+            field="config",
+        )
+    return _renamed(data, "config file key")
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments to a nested dict: ``server__port=0`` -> ``{"server": {"port": 0}}``; None dropped."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True)
+        value = copy.deepcopy(value)  # the renaming below edits it; the caller's stays as it was
+        parts = key.split("__")
+        target = nested
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(target.get(parts[-1]), dict):
+            value = _deep_merge(target[parts[-1]], value)
+        target[parts[-1]] = value
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _has(data: Any, parts: list[str]) -> bool:
+    for part in parts:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def _get(data: dict[str, Any], parts: list[str]) -> dict[str, Any]:
+    for part in parts:
+        data = data[part]
+    return data
+
+
+# --- structure and errors --------------------------------------------------------------------
+
+
+def _group(annotation: Any) -> type[BaseModel] | None:
+    """The settings group an annotation is (a model class), else None (a leaf)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _leaves(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    for name, info in model.model_fields.items():
+        group = _group(info.annotation)
+        if group is None:
+            yield prefix + name
+        else:
+            yield from _leaves(group, f"{prefix}{name}.")
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class that ``loc`` (a pydantic error location) points into, if any."""
+    current: Any = Settings
+    for part in loc:
+        model = _model_of(current)
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            current = model.model_fields[part].annotation
+            continue
+        origin = typing.get_origin(current)
+        if origin in (dict, list):
+            current = typing.get_args(current)[-1]
+            continue
+        return None
+    return _model_of(current)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if _group(annotation) is not None:
+        return typing.cast(type[BaseModel], annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(annotation) if _group(a) is not None]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def _setting_of(loc: tuple[int | str, ...]) -> str:
+    """The leaf setting a location lies in (``policies.fraud.fallback`` -> ``policies``)."""
+    current: Any = Settings
+    parts: list[str] = []
+    for part in loc:
+        group = _group(current)
+        if group is None or not isinstance(part, str) or part not in group.model_fields:
+            break
+        parts.append(part)
+        current = group.model_fields[part].annotation
+    return ".".join(parts)
+
+
+#: Settings whose value is never echoed in an error message (also not inside a group's value).
+_SECRET_LEAVES = frozenset({"auth.jwt_secret"})
+_SECRET = "<secret>"  # noqa: S105 - the mask shown instead of a secret
+
+
+def _without_secrets(value: Any, setting: str) -> Any:
+    """``value`` (an error's input) with every secret leaf in it replaced by ``<secret>``."""
+    if setting in _SECRET_LEAVES:
+        return _SECRET
+    if isinstance(value, dict):
+        prefix = f"{setting}." if setting else ""
+        return {key: _without_secrets(item, f"{prefix}{key}") for key, item in value.items()}
+    return value
+
+
+def _settings_error(exc: Any, layers: Mapping[Source, dict[str, Any]]) -> SettingsError:
+    """The first violation as a ``SettingsError``: key path, value, rule, and where to fix it."""
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    path = ".".join(str(p) for p in loc) or "settings"
+    setting = _setting_of(loc)
+    rule = str(error["msg"]).removeprefix("Value error, ")
+    rule = rule[:1].lower() + rule[1:]
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = ", ".join(model.model_fields) if model is not None else "none"
+        return SettingsError(
+            f"{path}: unknown setting; allowed here: {allowed} (see rtserve config show)",
+            field=path,
+        )
+    value = _short(repr(_without_secrets(error.get("input"), path if path != "settings" else "")))
+    origin = next(
+        (name for name, data in layers.items() if setting and _has(data, setting.split("."))),
+        "default",
+    )
+    env = env_name(setting) + ("" if setting in Settings.leaves() else "__*")
+    where = {
+        "flag": "given as an argument",
+        "env": f"from {env}",
+        "file": "from the config file",
+        "default": "the default",
+    }[origin]
+    hint = f"set {setting} in the config file or {env}" if setting else ""
+    return SettingsError(
+        f"{path}: {value} ({where}) is invalid: {rule}" + (f"; {hint}" if hint else ""),
+        field=path,
+    )
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "rtserve"

@@ -72,14 +72,13 @@ def main() -> None:
     )
     extra = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
     settings = Settings.load(
-        port=port,
-        runtime_threads=threads,
-        inline_predict_us=0,
-        access_log=False,
-        log_level="warning",
+        server__port=port,
+        batching__runtime_threads=threads,
+        batching__inline_predict_s=0,
+        logging={"access_log": False, "level": "warning"},
         **extra,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.logging.level)
     manager = ModelManager(settings)
     served = manager.load(bundle)
     assert served.predictor is not None, served.reason
@@ -89,7 +88,7 @@ def main() -> None:
 
     served.batcher = AdaptiveBatcher(
         served.predictor.run,
-        max_batch_size=settings.max_batch_size,
+        max_batch_size=settings.batching.max_batch_size,
         concurrency=threads,
         name=served.name,
     )

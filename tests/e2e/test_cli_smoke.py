@@ -93,7 +93,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_loading_anything(
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: cannot listen on 127.0.0.1:{port}: the port is in use by another process; "
-        "stop that process or choose another port with --port (or RTSERVE_PORT)"
+        "stop that process or choose another port with --port (or RTSERVE_SERVER__PORT)"
     ]
     assert elapsed < 10  # no model was loaded (a load and warm-up take longer on this machine)
 

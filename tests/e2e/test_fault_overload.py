@@ -20,7 +20,7 @@ from tests.e2e.openloop import client, offer, percentile
 DELAY_S = 0.32  # per model call
 THREADS = 8  # model calls at once: nominal capacity 25 requests/s
 BODY = {"instances": [{"a": 0.1, "b": -0.4, "c": 1.2}]}
-SETTINGS = {"max_batch_size": 1, "shedding": {"max_queue": 2}}
+SETTINGS = {"batching": {"max_batch_size": 1}, "shedding": {"max_queue": 2}}
 MAX_LAG_MS = 50.0  # the generator's own lateness beyond which a run is not a measurement
 
 

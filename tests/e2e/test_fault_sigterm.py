@@ -25,8 +25,7 @@ def test_sigterm_under_load_loses_no_accepted_request_and_exits_zero(
     e2e_bundles: tuple[Path, Path], tmp_path: Path
 ) -> None:
     settings = {
-        "graceful_timeout_s": GRACE_S,
-        "drain_delay_s": DRAIN_S,
+        "server": {"graceful_timeout_s": GRACE_S, "drain_delay_s": DRAIN_S},
         "shedding": {"max_queue": 64},
     }
     server = start_slow_server(e2e_bundles[1], tmp_path / "server.log", settings)

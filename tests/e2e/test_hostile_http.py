@@ -207,7 +207,7 @@ def test_a_non_ascii_digit_in_inference_header_content_length_is_a_400(
 
 # --- drain ----------------------------------------------------------------------------------
 
-DRAIN = {"drain_delay_s": 3.0, "graceful_timeout_s": 10.0}
+DRAIN = {"server": {"drain_delay_s": 3.0, "graceful_timeout_s": 10.0}}
 PREDICT = request(
     "POST",
     "/v1/models/dense:predict",

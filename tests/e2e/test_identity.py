@@ -33,7 +33,7 @@ def serve(
             "decision_log": {"enabled": False},
         }
         if trusted_proxies:  # else the default, whatever it is
-            settings["trusted_proxies"] = trusted_proxies
+            settings["server"] = {"trusted_proxies": trusted_proxies}
         config = tmp_path / "rtserve.yml"
         config.write_text(yaml.safe_dump(settings))
         args = [str(e2e_bundles[1]), "--config", str(config), "--workers", str(workers)]

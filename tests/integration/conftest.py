@@ -66,7 +66,7 @@ def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
 def client(fraud_bundle: Path, dense_bundle: Path) -> Iterator[TestClient]:
     """The app serving both bundles, ready."""
     settings = Settings.load(
-        bundles=[str(fraud_bundle), str(dense_bundle)], max_body_bytes=64 * 1024
+        bundles=[str(fraud_bundle), str(dense_bundle)], limits__max_body_bytes=64 * 1024
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         wait_ready(test_client)

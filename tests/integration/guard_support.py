@@ -87,7 +87,7 @@ def guarded_app(
     bundle: Path, delay: float = 0.0, **settings: Any
 ) -> tuple[Starlette, ServedModel, ControlledRuntime]:
     """An app serving ``bundle`` with a controlled runtime; ``settings`` as for ``Settings.load``."""
-    resolved = Settings.load(inline_predict_us=0, **settings)
+    resolved = Settings.load(batching__inline_predict_s=0, **settings)
     manager = ModelManager(resolved)
     served, runtime = served_with_controlled_runtime(manager, bundle, delay)
     return create_app(resolved, manager), served, runtime

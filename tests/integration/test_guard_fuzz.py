@@ -31,7 +31,7 @@ BODY_ERRORS = (400, 413, 415, 422)
 def ready_app(*bundles: Path) -> Starlette:
     """An app with its models loaded up front (ready without a lifespan; each schema gets its
     own, as a client that runs the lifespan unloads the models when it closes)."""
-    settings = Settings.load(max_body_bytes=64 * 1024)
+    settings = Settings.load(limits__max_body_bytes=64 * 1024)
     manager = ModelManager(settings)
     for bundle in bundles:
         assert manager.load(bundle).ready

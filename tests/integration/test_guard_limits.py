@@ -26,7 +26,8 @@ LIMITS = {"max_instances": 50, "max_string_length": 16, "max_json_depth": 8, "bo
 @pytest.fixture(scope="module")
 def settings(fraud_bundle: Path, dense_bundle: Path) -> Settings:
     return Settings.load(
-        bundles=[str(fraud_bundle), str(dense_bundle)], max_body_bytes=64 * 1024, limits=LIMITS
+        bundles=[str(fraud_bundle), str(dense_bundle)],
+        limits={**LIMITS, "max_body_bytes": 64 * 1024},
     )
 
 

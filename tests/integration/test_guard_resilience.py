@@ -129,8 +129,9 @@ class TestFallbacksAndBreaker:
     def test_a_hanging_runtime_times_out_into_the_fallback_and_opens_the_breaker(
         self, dense_bundle: Path
     ) -> None:
-        breaker = {**BREAKER, "predict_timeout_ms": 300}
-        app, served, runtime = guarded_app(dense_bundle, policies=FAIL_OPEN, breaker=breaker)
+        app, served, runtime = guarded_app(
+            dense_bundle, policies=FAIL_OPEN, breaker=BREAKER, shedding__predict_timeout_s=0.3
+        )
         with client_for(app) as client:
             assert "rtserve-fallback" not in predict(client).headers
             runtime.hold()
@@ -213,7 +214,7 @@ class TestDeadlinesAndAdmission:
     def test_queued_work_whose_deadline_passes_is_504_and_never_predicted(
         self, dense_bundle: Path
     ) -> None:
-        app, served, runtime = guarded_app(dense_bundle, runtime_threads=1)
+        app, served, runtime = guarded_app(dense_bundle, batching__runtime_threads=1)
         runtime.hold()
         with live_server(app) as url:
             first = threading.Thread(
@@ -245,7 +246,7 @@ class TestDeadlinesAndAdmission:
         self, dense_bundle: Path
     ) -> None:
         app, served, runtime = guarded_app(
-            dense_bundle, runtime_threads=1, shedding={"max_queue": 1}
+            dense_bundle, batching__runtime_threads=1, shedding={"max_queue": 1}
         )
         runtime.hold()
         with live_server(app) as url:
@@ -277,7 +278,7 @@ class TestDeadlinesAndAdmission:
         assert served.guard.stats()["rejections"] == {"queue_full": 1}
 
     def test_an_expected_wait_beyond_the_deadline_is_shed(self, dense_bundle: Path) -> None:
-        app, served, _ = guarded_app(dense_bundle, delay=0.4, runtime_threads=1)
+        app, served, _ = guarded_app(dense_bundle, delay=0.4, batching__runtime_threads=1)
         with live_server(app) as url:
             assert (
                 httpx.post(f"{url}/v1/models/dense:predict", json=records_body()).status_code == 200
@@ -304,7 +305,7 @@ class TestDeadlinesAndAdmission:
     def test_a_client_that_disconnects_has_its_queued_work_cancelled(
         self, dense_bundle: Path
     ) -> None:
-        app, served, runtime = guarded_app(dense_bundle, runtime_threads=1)
+        app, served, runtime = guarded_app(dense_bundle, batching__runtime_threads=1)
         runtime.hold()
         with live_server(app) as url:
             first = threading.Thread(

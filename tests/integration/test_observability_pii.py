@@ -127,7 +127,7 @@ def test_the_pii_sentinel_appears_nowhere_the_server_writes(pii_bundle, tmp_path
     log: dict[str, Any] = {"include_inputs": True, "directory": str(directory)}
     if sink == "sqlite":
         log |= {"sink": "sql", "database_url": f"sqlite:///{database}"}
-    settings = Settings.load(bundles=[str(pii_bundle)], decision_log=log, log_level="debug")
+    settings = Settings.load(bundles=[str(pii_bundle)], decision_log=log, logging__level="debug")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         wait_ready(client)
         responses = drive(client)

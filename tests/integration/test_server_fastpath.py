@@ -111,3 +111,24 @@ def test_the_front_answers_with_the_request_id_it_was_given(client: TestClient) 
     assert (ok.status_code, ok.headers["x-request-id"]) == (200, "abc-1")
     assert (refused.status_code, refused.headers["x-request-id"]) == (422, "abc-2")
     assert refused.json()["request_id"] == "abc-2"
+
+
+def test_both_paths_pass_the_request_trace_to_the_data_plane_and_the_access_record(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router = client.app.state.inference_router  # type: ignore[attr-defined]
+    recorder = router.tracker.recorder
+    traces: list[Any] = []
+    finished = recorder.finished
+
+    def keep(trace: Any, end: Any) -> None:
+        traces.append(trace)
+        finished(trace, end)
+
+    monkeypatch.setattr(recorder, "finished", keep)
+    answer(client, "/v1/models/dense:predict", {"instances": [ROW, ROW]}, {})
+    monkeypatch.setattr(router, "_prefixes", ())  # through Starlette's middleware and router
+    answer(client, "/v1/models/dense:predict", {"instances": [ROW, ROW]}, {})
+    facts = [(t.request_id, t.model, t.version, t.protocol, t.rows) for t in traces]
+    assert facts == [("same-id", "dense", "2", "records", 2)] * 2
+    assert all(t.on_wait is None for t in traces)  # the disconnect watch unhooked itself

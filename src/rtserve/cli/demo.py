@@ -52,11 +52,10 @@ def demo(
     # The demo keeps everything it writes in its own directory, decision log included.
     settings = Settings.load(
         bundles=[str(target)],
-        host=host,
-        port=port,
+        server={"host": host, "port": port},
         decision_log={"directory": str(directory / "decisions")},
     )
-    require_free_port(settings.host, settings.port)
+    require_free_port(settings.server.host, settings.server.port)
     configure_logging("info")
     typer.echo(f"rtserve: {decision_log_destination(settings)}", err=True)
     run(settings)

@@ -15,7 +15,21 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from rtserve.cli import alerts, bench, bundle_commands, decisions, demo, predict, serve
+from rtserve.cli import (
+    alerts,
+    batch,
+    bench,
+    bundle_commands,
+    config,
+    decisions,
+    demo,
+    deploy,
+    predict,
+    registry,
+    serve,
+    signing,
+    stream,
+)
 from rtserve.cli.output import print_error, shown_warnings
 from rtserve.errors import RtserveError
 from rtserve.version import rtserve_version
@@ -100,11 +114,17 @@ def _register(target: typer.Typer) -> None:
     """Every command group, in the order ``--help`` lists them."""
     demo.register(target)
     serve.register(target)
+    config.register(target)
     bundle_commands.register(target)
+    signing.register(target)
     predict.register(target)
+    batch.register(target)
     bench.register(target)
     decisions.register(target)
     alerts.register(target)
+    registry.register(target)
+    deploy.register(target)
+    stream.register(target)
 
 
 _register(app)

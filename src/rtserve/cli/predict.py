@@ -132,6 +132,7 @@ def predict(
     from rtserve.bundle.schema import FieldType
     from rtserve.cli.scoring import Scorer, progress_line, rejects_writer, summarize
     from rtserve.cli.tables import prediction_writer, read_batches, total_rows
+    from rtserve.deploy.batch import empty_output
     from rtserve.engine.loader import load
 
     predictor = load(
@@ -143,7 +144,7 @@ def predict(
     scorer = Scorer(predictor, fail=on_invalid is OnInvalid.FAIL, id_column=id_column)
     show = progress if progress is not None else stderr().is_terminal
     with (
-        prediction_writer(output, id_column=id_column) as writer,
+        prediction_writer(output, id_column=id_column, empty=empty_output(predictor)) as writer,
         rejects_writer(rejects) as write_rejects,
         progress_line(show, total_rows(input_file)) as advance,
     ):

@@ -50,22 +50,23 @@ def serve(
     settings = Settings.load(
         config,
         bundles=[str(b) for b in bundles] if bundles else None,
-        host=host,
-        port=port,
-        workers=workers,
-        trust_pickle=trust_pickle,
-        log_level=log_level,
+        server__host=host,
+        server__port=port,
+        server__workers=workers,
+        loading__trust_pickle=trust_pickle,
+        logging__level=log_level,
     )
     if not settings.bundles:
         raise typer.BadParameter("give at least one bundle (or set RTSERVE_BUNDLES)")
     missing = [b for b in settings.bundles if not Path(b).exists()]
     if missing:
         raise typer.BadParameter(f"no such bundle: {', '.join(missing)}")
-    require_free_port(settings.host, settings.port)
-    configure_logging(settings.log_level)
+    server = settings.server
+    require_free_port(server.host, server.port)
+    configure_logging(settings.logging.level)
     typer.echo(
-        f"rtserve: serving {len(settings.bundles)} bundle(s) on http://{settings.host}:"
-        f"{settings.port} with {settings.workers} worker(s); docs at /docs\n"
+        f"rtserve: serving {len(settings.bundles)} bundle(s) on http://{server.host}:"
+        f"{server.port} with {server.workers} worker(s); docs at /docs\n"
         f"rtserve: {decision_log_destination(settings)}",
         err=True,
     )
@@ -94,8 +95,8 @@ def require_free_port(host: str, port: int) -> None:
             )
             raise SettingsError(
                 f"cannot listen on {host}:{port}: the port {reason}; stop that process or choose "
-                "another port with --port (or RTSERVE_PORT)",
-                field="port",
+                "another port with --port (or RTSERVE_SERVER__PORT)",
+                field="server.port",
             ) from exc
 
 

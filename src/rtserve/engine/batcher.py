@@ -4,50 +4,50 @@ A request that finds the runtime idle runs at once; requests that arrive while a
 form the next batch together (up to ``max_batch_size`` rows). ``max_wait`` lets a lone request wait
 that long for company; it is 0 by default so an idle server adds no latency.
 
-Batches run in the runtime's thread pool (ONNX Runtime releases the GIL), except those expected to
-cost less than ``inline_below``: for a fast model the hop to a thread costs more than the batch.
+Batches run in the runtime's thread pool (ONNX Runtime releases the GIL), except those the cost
+model (``rtserve.engine.batch_cost``) expects to cost less than ``inline_below``: for a fast model
+the hop to a thread costs more than the batch. Requests that wait long are the long-wait watch's
+(``rtserve.engine.long_wait``): timeout timers, and the trace's ``on_wait`` hook.
+
+This module is the queue and the drain. Every request waiting for its answer is in one deque, in
+submission order, from ``submit`` until its answer is set: the first ``_taken`` of them are in
+running batches (or were skipped), the rest are queued. Requests leave the deque from its head,
+once answered, so the long-wait watch reads the same deque.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
+from rtserve.engine.batch_cost import CostModel, prediction_cost
+from rtserve.engine.long_wait import LongWaitWatch
 from rtserve.errors import DeadlineExceededError
-from rtserve.events import BatchInfo
+from rtserve.events import BatchInfo, RequestTrace
 from rtserve.guard.admission import QueueState
 from rtserve.guard.deadline import Deadline
-from rtserve.observability import context as request_context
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
-
-#: Only requests this small may run inline on the event loop.
-_INLINE_MAX_ROWS = 8
-
-
-#: A request still waiting this long (seconds) is told so (``RequestContext.on_wait``: its
-#: transport starts watching for a disconnect) and gets its timeout timer. Checked by one timer
-#: per batcher, at most four times per such wait, not one timer per request: most requests are
-#: answered well within it.
-LONG_WAIT_S = 0.05
 
 
 @dataclass(slots=True)
 class _Pending:
+    """One request in the batcher's deque (a ``long_wait.Waiter``)."""
+
     columns: Columns
     rows: int
     future: asyncio.Future[tuple[ModelOutput, BatchInfo]]
     submitted: float
     deadline: Deadline | None = None
     timeout: float | None = None
-    context: request_context.RequestContext | None = None
+    trace: RequestTrace | None = None
     timer: asyncio.TimerHandle | None = None
 
 
@@ -77,24 +77,6 @@ def concat_columns(parts: list[Columns]) -> Columns:
     return out
 
 
-def _cost(wall: float, cpu: float) -> float:
-    """What one prediction cost, for the inline decision: its CPU time, unless it took longer
-    than a GIL switch interval, then its wall time.
-
-    In a worker thread the wall time of a fast prediction includes waits for the GIL and the
-    CPU; learning from it kept a 0.1 ms model's estimate above the inline threshold, and every
-    request then paid for the thread hop (twice the p50 at c=1). Those waits last about a
-    switch interval at most, so a longer wall time is the runtime's own: a model that blocks
-    or hangs is never taken for a fast one.
-    """
-    return wall if wall > sys.getswitchinterval() else cpu
-
-
-def _time_out(future: asyncio.Future[tuple[ModelOutput, BatchInfo]]) -> None:
-    if not future.done():  # a queued request is then skipped; a running batch's answer dropped
-        future.set_exception(TimeoutError())
-
-
 class AdaptiveBatcher:
     """Groups concurrent requests for one runtime; each caller gets exactly its own rows back.
 
@@ -119,7 +101,9 @@ class AdaptiveBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
         self.concurrency = concurrency
-        self._queue: deque[_Pending] = deque()
+        #: Every request from ``submit`` until answered, in submission order (module docstring).
+        self._pending: deque[_Pending] = deque()
+        self._taken = 0  # the first requests of ``_pending`` that are in batches (or skipped)
         self._rows_queued = 0  # sum of the queued requests' rows, kept as they come and go
         self._drains: set[asyncio.Task[None]] = set()
         self._running = 0
@@ -128,20 +112,15 @@ class AdaptiveBatcher:
         self.stats = BatchStats()
         # A lone small request on an idle model whose predict is known to take less than
         # ``inline_below`` seconds runs right on the event loop: the hop to a worker thread and
-        # back would cost more than the prediction. Under load batches always use the pool, so
-        # the loop keeps parsing the next requests while the runtime works.
-        self.inline_below = inline_below
-        self._typical_seconds = float("inf")  # least of the recent small batches' predict times
-        self._recent: deque[float] = deque(maxlen=16)
-        self._per_row = float("inf")  # least of the recent batches' cost per row
-        self._recent_per_row: deque[float] = deque(maxlen=16)
-        self._waiting: deque[_Pending] = deque()  # queued requests in submit order (and time)
-        self._long_wait_check: asyncio.TimerHandle | None = None
+        # back would cost more than the prediction. Under load batches always use the pool
+        # unless they, too, are cheap, so the loop keeps parsing the next requests meanwhile.
+        self.cost = CostModel(inline_below, concurrency)
+        self._watch = LongWaitWatch(self._pending)
 
     @property
     def queued(self) -> int:
         """Requests waiting for a batch slot."""
-        return len(self._queue)
+        return len(self._pending) - self._taken
 
     @property
     def busy(self) -> int:
@@ -153,8 +132,8 @@ class AdaptiveBatcher:
         now = time.perf_counter()
         oldest = min(self._started.values(), default=now)
         return QueueState(
-            queued_requests=len(self._queue),
-            queued_rows=self._queued_rows(),
+            queued_requests=self.queued,
+            queued_rows=self._rows_queued,
             running_batches=self._running,
             concurrency=self.concurrency,
             max_batch_size=self.max_batch_size,
@@ -167,6 +146,7 @@ class AdaptiveBatcher:
         rows: int,
         deadline: Deadline | None = None,
         timeout: float | None = None,
+        trace: RequestTrace | None = None,
     ) -> tuple[ModelOutput, BatchInfo]:
         """Queue one request's validated columns; wait for its own outputs and batch timings.
 
@@ -174,19 +154,16 @@ class AdaptiveBatcher:
         caller gets ``DeadlineExceededError``); so is one whose caller was cancelled. Past
         ``timeout`` seconds of waiting the caller gets ``TimeoutError``: a timer, set only once
         the request has waited ``LONG_WAIT_S`` (or at once for a shorter timeout), so the many
-        requests answered sooner never create and cancel one. A lone request on an idle, fast
-        model runs inline after one turn of the event loop and never waits at all.
+        requests answered sooner never create and cancel one; ``trace.on_wait`` is called then
+        too (``rtserve.engine.long_wait``). A lone request on an idle, fast model runs inline
+        after one turn of the event loop and never waits at all.
         """
         loop = asyncio.get_running_loop()
         pending = _Pending(
-            columns, rows, loop.create_future(), time.perf_counter(), deadline, timeout
+            columns, rows, loop.create_future(), time.perf_counter(), deadline, timeout, trace
         )
-        if (
-            rows <= _INLINE_MAX_ROWS
-            and self._running == 0
-            and not self._queue
-            and self._typical_seconds < self.inline_below
-        ):
+        # Idle (no batch running, so none taken either: the deque is empty) and cheap.
+        if self._running == 0 and not self._pending and self.cost.lone_inline(rows):
             self._running += 1  # hold the runtime: requests arriving meanwhile queue behind us
             try:
                 # One turn of the event loop: requests already received (under load, a whole
@@ -196,59 +173,27 @@ class AdaptiveBatcher:
             except BaseException:
                 self._running -= 1
                 raise
-            if not self._queue:
+            if not self._pending:
                 return self._predict_inline(columns, rows)
-            self._queue.appendleft(pending)  # company came: one batch, this request first
+            # Company came: one batch, this request first (no drain ran meanwhile: we held the
+            # runtime, so nothing is taken and the deque stays in submission order).
+            self._pending.appendleft(pending)
             self._rows_queued += rows
+            self._watch.watch(pending, loop)
+            self._watch.prepended(pending)
             self._start_drain(loop)
         else:
-            self._queue.append(pending)
+            self._pending.append(pending)
             self._rows_queued += rows
+            self._watch.watch(pending, loop)
             if self._running < self.concurrency:
                 self._running += 1
                 self._start_drain(loop)
-        self._watch_wait(pending, loop)
         try:
             return await pending.future
         finally:
             if pending.timer is not None:
                 pending.timer.cancel()
-
-    def _watch_wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
-        """Have ``pending`` checked once it has waited ``LONG_WAIT_S`` (``_check_long_waits``)."""
-        if pending.timeout is not None and pending.timeout < LONG_WAIT_S:
-            pending.timer = loop.call_later(pending.timeout, _time_out, pending.future)
-        pending.context = request_context.current()
-        self._waiting.append(pending)
-        if self._long_wait_check is None:
-            self._long_wait_check = loop.call_later(LONG_WAIT_S, self._check_long_waits)
-
-    def _check_long_waits(self) -> None:
-        """Requests queued ``LONG_WAIT_S`` ago and still waiting: tell their request context
-        (a transport then watches for a disconnect) and start their timeout timers."""
-        self._long_wait_check = None
-        now = time.perf_counter()
-        waiting = self._waiting
-        while waiting and waiting[0].submitted + LONG_WAIT_S <= now:
-            pending = waiting.popleft()
-            if pending.future.done():
-                continue
-            if pending.timer is None and pending.timeout is not None:
-                left = pending.timeout - (now - pending.submitted)
-                if left <= 0:
-                    _time_out(pending.future)
-                    continue
-                pending.timer = pending.future.get_loop().call_later(
-                    left, _time_out, pending.future
-                )
-            context = pending.context
-            if context is not None and context.on_wait is not None:
-                context.on_wait()
-        if waiting:  # not sooner than a quarter of the wait: a few checks per wait, at most
-            due = max(waiting[0].submitted + LONG_WAIT_S - now, LONG_WAIT_S / 4)
-            self._long_wait_check = asyncio.get_running_loop().call_later(
-                due, self._check_long_waits
-            )
 
     def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run queued batches until the queue is empty (the caller took a runtime slot)."""
@@ -264,7 +209,7 @@ class AdaptiveBatcher:
         finally:
             self._running -= 1
         elapsed = time.perf_counter() - started
-        self._learn(_cost(elapsed, time.thread_time() - cpu_started), rows)
+        self.cost.learn(prediction_cost(elapsed, time.thread_time() - cpu_started), rows)
         self.stats.batches += 1
         self.stats.requests += 1
         self.stats.rows += rows
@@ -272,45 +217,26 @@ class AdaptiveBatcher:
 
     def _timed_predict(self, columns: Columns) -> tuple[ModelOutput, float]:
         """Predict (in a worker thread, or inline for a cheap batch); also return what the
-        prediction cost (see ``_cost``)."""
+        prediction cost (``prediction_cost``)."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         output = self._predict(columns)
-        return output, _cost(time.perf_counter() - started, time.thread_time() - cpu_started)
-
-    def _learn(self, seconds: float, rows: int) -> None:
-        """Keep the typical cost of a small batch and of a row: the least of the recent ones."""
-        if rows <= _INLINE_MAX_ROWS:
-            self._recent.append(seconds)
-            self._typical_seconds = min(self._recent)
-        if rows > 0:
-            self._recent_per_row.append(seconds / rows)
-            self._per_row = min(self._recent_per_row)
-
-    def _inline_batch(self, rows: int) -> bool:
-        """Whether a batch of ``rows`` is expected to cost less than ``inline_below``, so that it
-        runs on the event loop rather than in the runtime's thread.
-
-        On a busy core the hop to the thread and back costs more than a fast model's batch: the
-        thread must wait for the event loop to hand over the GIL (up to a switch interval, 5 ms,
-        at both ends), and every request of the batch waits with it. With several runtime threads
-        batches always go to the pool, so that they can run at once.
-        """
-        if self.concurrency > 1:
-            return False
-        return self._typical_seconds + self._per_row * rows < self.inline_below
+        return output, prediction_cost(
+            time.perf_counter() - started, time.thread_time() - cpu_started
+        )
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._queue:
-                if self.max_wait > 0 and self._queued_rows() < self.max_batch_size:
+            while self._taken < len(self._pending):
+                if self.max_wait > 0 and self._rows_queued < self.max_batch_size:
                     await asyncio.sleep(self.max_wait)
                 batch = self._take()
                 if not batch:
+                    self._release()
                     continue
                 merged = concat_columns([p.columns for p in batch])
                 batch_rows = sum(p.rows for p in batch)
-                inline = self._inline_batch(batch_rows)
+                inline = self.cost.batch_inline(batch_rows)
                 started = time.perf_counter()
                 token = id(batch)
                 self._started[token] = started
@@ -325,43 +251,53 @@ class AdaptiveBatcher:
                     for pending in batch:
                         if not pending.future.done():
                             pending.future.set_exception(exc)
+                    self._release()
                     continue
                 finally:
                     del self._started[token]
                 predict_seconds = time.perf_counter() - started
                 self._record(batch)
-                self._learn(own_seconds, batch_rows)  # the runtime's CPU time, not the hop
-                start = 0
-                for pending in batch:
-                    stop = start + pending.rows
-                    if not pending.future.done():
-                        info = BatchInfo(
-                            queue_seconds=started - pending.submitted,
-                            predict_seconds=predict_seconds,
-                            batch_rows=batch_rows,
-                            batch_requests=len(batch),
-                        )
-                        pending.future.set_result((output.rows(start, stop), info))
-                    start = stop
-                if inline and self._queue:
+                self.cost.learn(own_seconds, batch_rows)  # the runtime's CPU time, not the hop
+                self._answer(batch, output, started, predict_seconds, batch_rows)
+                self._release()
+                if inline and self._taken < len(self._pending):
                     await asyncio.sleep(0)  # let the loop serve others before the next batch
         finally:
             self._running -= 1
 
-    def _queued_rows(self) -> int:
-        return self._rows_queued
+    def _answer(
+        self,
+        batch: list[_Pending],
+        output: ModelOutput,
+        started: float,
+        predict_seconds: float,
+        batch_rows: int,
+    ) -> None:
+        """Give each caller of ``batch`` (still waiting) its own rows of ``output``."""
+        start = 0
+        for pending in batch:
+            stop = start + pending.rows
+            if not pending.future.done():
+                info = BatchInfo(
+                    queue_seconds=started - pending.submitted,
+                    predict_seconds=predict_seconds,
+                    batch_rows=batch_rows,
+                    batch_requests=len(batch),
+                )
+                pending.future.set_result((output.rows(start, stop), info))
+            start = stop
 
     def _take(self) -> list[_Pending]:
-        """Pop queued requests up to ``max_batch_size`` rows (a bigger single request runs alone)."""
+        """Take queued requests up to ``max_batch_size`` rows (a bigger single request runs
+        alone), skipping those whose caller gave up or whose deadline passed."""
         batch: list[_Pending] = []
         rows = 0
-        while self._queue:
-            head = self._queue[0]
+        for head in islice(self._pending, self._taken, None):
             if head.future.done():  # the caller gave up (cancelled or timed out)
-                self._pop()
+                self._skip(head)
                 continue
             if head.deadline is not None and head.deadline.expired:  # never run expired work
-                self._pop()
+                self._skip(head)
                 self.stats.expired += 1
                 try:
                     head.deadline.check("its batch ran")
@@ -370,14 +306,27 @@ class AdaptiveBatcher:
                 continue
             if batch and rows + head.rows > self.max_batch_size:
                 break
-            batch.append(self._pop())
+            self._skip(head)
+            batch.append(head)
             rows += head.rows
         return batch
 
-    def _pop(self) -> _Pending:
-        pending = self._queue.popleft()
+    def _skip(self, pending: _Pending) -> None:
+        """Move the head of the queue past ``pending`` (into a batch, or given up)."""
+        self._taken += 1
         self._rows_queued -= pending.rows
-        return pending
+
+    def _release(self) -> None:
+        """Remove the answered requests at the head of the deque (a batch that finished before
+        an earlier one waits for it: the deque stays in submission order)."""
+        pending = self._pending
+        removed = 0
+        while removed < self._taken and pending[0].future.done():
+            pending.popleft()
+            removed += 1
+        if removed:
+            self._taken -= removed
+            self._watch.removed(removed)
 
     def _record(self, batch: list[_Pending]) -> None:
         self.stats.batches += 1

@@ -2,7 +2,7 @@
 
 The key is a hash of the validated columns (names, dtypes and bytes), so two requests that
 validate to the same arrays share an entry whatever their JSON spelling or protocol was. Off by
-default (``cache_size: 0``); a model version's cache dies with it, so a new version never answers
+default (``cache.max_entries: 0``); a model version's cache dies with it, so a new version never answers
 from an old one's entries.
 """
 
@@ -62,7 +62,7 @@ class ResponseCache:
         if capacity < 1 or ttl_seconds <= 0:
             raise ValueError(
                 f"a response cache needs capacity >= 1 and ttl_seconds > 0, got capacity="
-                f"{capacity}, ttl_seconds={ttl_seconds}; set cache_size: 0 to switch it off"
+                f"{capacity}, ttl_seconds={ttl_seconds}; set cache.max_entries: 0 to switch it off"
             )
         self.capacity = capacity
         self.ttl_seconds = ttl_seconds

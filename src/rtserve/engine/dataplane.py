@@ -16,7 +16,7 @@ from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
 from rtserve.errors import InputError, NotFoundError, ValidationError
-from rtserve.events import BatchInfo, Observer, PredictionEvent
+from rtserve.events import BatchInfo, Observer, PredictionEvent, RequestTrace
 from rtserve.guard.auth import not_found_unlisted
 from rtserve.guard.deadline import Deadline, DeadlinePolicy
 from rtserve.guard.fallback import FALLBACK_HEADER
@@ -27,7 +27,6 @@ from rtserve.guard.limits import (
     check_strings,
     rows_of,
 )
-from rtserve.observability import context as request_context
 from rtserve.observability.redaction import withhold_pii
 from rtserve.protocol import records, v2
 from rtserve.protocol.v2.tensors import TensorLimits
@@ -60,8 +59,9 @@ class Reply:
 class DataPlane:
     """Transport-neutral request handling over a ``ModelManager``.
 
-    Every prediction, whatever the protocol, goes through ``_predict``: the one place where the
-    batcher is called and observers (metrics, drift, decision log) are told about the outcome.
+    Every prediction, whatever the protocol, goes through ``route`` (the served version),
+    ``answer`` (the one place where the cache, the model's guard and the batcher are called) and
+    ``report`` (the one place where the observers: metrics, drift, decision log, are told).
     """
 
     def __init__(self, manager: ModelManager, observers: Sequence[Observer] = ()) -> None:
@@ -181,6 +181,11 @@ class DataPlane:
         }
 
     # --- inference ------------------------------------------------------------------------
+    # Every prediction, whatever the protocol, takes the same steps: ``route`` (which served
+    # model version answers), the protocol's decode and validation against that version's
+    # schema, ``answer`` (cache -> guard -> batcher -> runtime), ``report`` (trace -> observers),
+    # and the protocol's encoding. The request's ``RequestTrace`` is passed along explicitly;
+    # each step writes its facts into it.
 
     async def infer_v2(
         self,
@@ -188,12 +193,12 @@ class DataPlane:
         version: str | None,
         body: bytes,
         header_length: int | None,
-        request_id: str = "",
+        trace: RequestTrace,
         deadline: Deadline | None = None,
     ) -> Reply:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
-        served = self._served(name, version)
-        request_context.note_model(served.name, served.version)
+        served = self.route(name, version, trace)
+        trace.protocol = "v2"
         predictor, batcher = served.require_ready()
         limits, tensor_limits = self.limits, self.tensor_limits
 
@@ -210,11 +215,9 @@ class DataPlane:
             return request, columns
 
         started = time.perf_counter()
-        request, columns = await _decode(decode, len(body), predictor.schema)
-        output, fallback = await self._predict(
-            served, batcher, columns, started, protocol="v2", request_id=request_id,
-            deadline=deadline,
-        )  # fmt: skip
+        request, columns = await _decode(decode, len(body), predictor.schema, trace)
+        output, fallback = await self.answer(served, batcher, columns, trace, deadline)
+        self.report(served, columns, output, trace, started)
         tensors = v2.output_tensors(Predictions(output, predictor.schema.outputs))
         payload, headers = v2.encode_infer_response(
             model_name=served.name,
@@ -234,12 +237,12 @@ class DataPlane:
         name: str,
         version: str | None,
         body: bytes,
-        request_id: str,
+        trace: RequestTrace,
         deadline: Deadline | None = None,
     ) -> Reply:
         """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
-        served = self._served(name, version)
-        request_context.note_model(served.name, served.version)
+        served = self.route(name, version, trace)
+        trace.protocol = "records"
         predictor, batcher = served.require_ready()
         validator: Validator = predictor.validator
 
@@ -255,33 +258,45 @@ class DataPlane:
             return columns
 
         started = time.perf_counter()
-        columns = await _decode(decode, len(body), predictor.schema)
-        output, fallback = await self._predict(
-            served, batcher, columns, started, protocol="records", request_id=request_id,
-            deadline=deadline,
-        )  # fmt: skip
+        columns = await _decode(decode, len(body), predictor.schema, trace)
+        output, fallback = await self.answer(served, batcher, columns, trace, deadline)
+        self.report(served, columns, output, trace, started)
         payload = records.encode_predict_response(
             Predictions(output, predictor.schema.outputs),
             name=served.name,
             version=served.version,
-            request_id=request_id,
+            request_id=trace.request_id,
         )
         return Reply(payload, {FALLBACK_HEADER: fallback} if fallback else {})
 
-    async def _predict(
+    def route(self, name: str, version: str | None, trace: RequestTrace) -> ServedModel:
+        """The served model version that answers this request, noted in ``trace``.
+
+        The seam for the rollout router: today the version asked for (the name's default
+        version when ``version`` is None). A traffic split will choose among the name's versions
+        here (by weight, sticky by ``trace.request_id``), before anything is decoded, since the
+        request is validated against the chosen version's schema; a shadow version would be
+        given the same validated columns after ``answer``, off the reply's path. Every later
+        step uses only the ``ServedModel`` returned, and the trace carries the choice to the
+        access log, metrics and spans.
+        """
+        served = self._served(name, version)
+        trace.model, trace.version = served.name, served.version
+        return served
+
+    async def answer(
         self,
         served: ServedModel,
         batcher: AdaptiveBatcher,
         columns: Columns,
-        started: float,
-        *,
-        protocol: str,
-        request_id: str,
+        trace: RequestTrace,
         deadline: Deadline | None = None,
     ) -> tuple[ModelOutput, str | None]:
-        """The (hardened) outputs for ``columns``, and the fallback mode if a fallback answered."""
+        """Cache -> guard -> batcher -> runtime: the (hardened) outputs for ``columns``, and the
+        fallback mode if a fallback answered. Rows, batch facts and fallback go into ``trace``;
+        the trace goes on to the batcher, which calls its ``on_wait`` if the request waits long.
+        """
         rows = len(next(iter(columns.values())))
-        accepted = time.time()
         guard = served.guard
         fallback: str | None = None
         info: BatchInfo | None
@@ -291,10 +306,10 @@ class DataPlane:
         if cached is not None:  # the same validated input was answered moments ago
             output, info = cached, None
         elif guard is None:  # a model registered without guards (built outside the manager)
-            output, info = await batcher.submit(columns, rows, deadline)
+            output, info = await batcher.submit(columns, rows, deadline, None, trace)
         else:
             outcome = await guard.call(
-                lambda timeout: batcher.submit(columns, rows, deadline, timeout),
+                lambda timeout: batcher.submit(columns, rows, deadline, timeout, trace),
                 columns,
                 rows,
                 deadline if deadline is not None else self.deadlines.default(),
@@ -305,54 +320,71 @@ class DataPlane:
                 guard.admission.observe(info.predict_seconds)
         if cache is not None and key is not None and cached is None and fallback is None:
             cache.put(key, output)  # only the model's own answers, never a fallback's
-        request_context.note_prediction(
-            rows, info if info is not None else BatchInfo(0.0, 0.0, rows, 1), time.perf_counter(),
-            fallback=fallback is not None,
-        )  # fmt: skip
-        if self.observers:
-            event = PredictionEvent(
-                request_id=request_id,
-                time=accepted,
-                model=served.name,
-                version=served.version,
-                digest=served.digest,
-                protocol=protocol,
-                columns=columns,
-                output=output,
-                rows=rows,
-                latency_seconds=time.perf_counter() - started,
-                traceparent=request_context.current_traceparent(),
-                batch=info if info is not None else BatchInfo(0.0, 0.0, rows, 1),
-                fallback=fallback is not None,
-            )
-            for observer in self.observers:
-                observer.observe(event)
+        trace.rows = rows
+        trace.batch = info if info is not None else BatchInfo(0.0, 0.0, rows, 1)
+        trace.fallback = fallback is not None
+        trace.predicted = time.perf_counter()
         return output, fallback
 
+    def report(
+        self,
+        served: ServedModel,
+        columns: Columns,
+        output: ModelOutput,
+        trace: RequestTrace,
+        started: float,
+    ) -> None:
+        """Trace -> observers: one ``PredictionEvent`` for metrics, drift and the decision log
+        (nothing for a request not yet answered). ``started`` is when decoding began."""
+        batch = trace.batch
+        if batch is None or not self.observers:
+            return
+        latency = trace.predicted - started
+        event = PredictionEvent(
+            request_id=trace.request_id,
+            time=time.time() - (time.perf_counter() - started),  # when decoding began
+            model=served.name,
+            version=served.version,
+            digest=served.digest,
+            protocol=trace.protocol,
+            columns=columns,
+            output=output,
+            rows=trace.rows,
+            latency_seconds=latency,
+            traceparent=trace.traceparent,
+            batch=batch,
+            fallback=trace.fallback,
+        )
+        for observer in self.observers:
+            observer.observe(event)
 
-def _observed_decode(work: Callable[[], T], schema: Schema) -> T:
-    """Decode + validate, telling the request context how long it took and what was refused."""
+
+def _observed_decode(work: Callable[[], T], schema: Schema, trace: RequestTrace) -> T:
+    """Decode + validate, noting in ``trace`` how long it took and what was refused."""
     started = time.perf_counter()
     try:
         return work()
     except InputError as exc:
         if isinstance(exc, ValidationError):
-            request_context.note_rejection(schema.field_names, exc.violations)
+            fields = schema.field_names
+            trace.violations = tuple(
+                (v.field if v.field in fields else "_unknown", v.rule) for v in exc.violations
+            )
         withheld = withhold_pii(exc, schema.pii_fields)  # decoders may quote a PII value
         if withheld is not None:
             raise withheld from exc
         raise
     finally:
-        request_context.note_validation(started, time.perf_counter())
+        trace.validate_started, trace.validated = started, time.perf_counter()
 
 
-async def _decode(work: Callable[[], T], size: int, schema: Schema) -> T:
+async def _decode(work: Callable[[], T], size: int, schema: Schema, trace: RequestTrace) -> T:
     """``_observed_decode`` on the event loop for a small body; in a thread for a large one,
     so that the loop keeps serving other requests meanwhile (the request counts as waiting)."""
     if size <= OFFLOAD_BYTES:
-        return _observed_decode(work, schema)
-    request_context.note_waiting()
-    return await asyncio.to_thread(_observed_decode, work, schema)
+        return _observed_decode(work, schema, trace)
+    trace.waiting()
+    return await asyncio.to_thread(_observed_decode, work, schema, trace)
 
 
 def _schema_of(served: ServedModel) -> Schema:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from rtserve.bundle.archive import MAX_BUNDLE_BYTES
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import InputFrame, Manifest, RuntimeSpec
 from rtserve.bundle.paths import confine
+from rtserve.bundle.signature import TrustedKey, check_signature, trusted_keys_from
 from rtserve.engine.framework_versions import check_framework_versions
 from rtserve.engine.predictor import Predictor
 from rtserve.errors import UnsafeArtifactError
@@ -24,6 +26,8 @@ def load(
     strict_versions: bool = False,
     force_native: bool = False,
     max_bundle_bytes: int = MAX_BUNDLE_BYTES,
+    trusted_keys: Iterable[TrustedKey | str | Path] | None = None,
+    require_signature: bool = False,
 ) -> Predictor:
     """Load a bundle (directory, ``.tar.gz`` or ``Bundle``) for in-process prediction.
 
@@ -37,6 +41,9 @@ def load(
             export passed its parity gate (which ONNX Runtime then serves by default).
         max_bundle_bytes: the most bytes a ``.tar.gz`` may unpack to (besides the cap of
             4x the file sizes its manifest records); raise it for a genuinely larger bundle.
+        trusted_keys: public keys (``TrustedKey`` values or PEM files) whose signatures are
+            accepted; a signature that is present is checked against them.
+        require_signature: refuse a bundle without a valid signature by one of ``trusted_keys``.
 
     Raises:
         IntegrityError: a file or the manifest changed after the build.
@@ -44,12 +51,20 @@ def load(
         EnvironmentMismatchError: strict versions and a mismatch, or a framework missing.
         UnsafePathError: a file the manifest names leads outside the bundle.
         BundleTooLargeError: an archive or a bundle file beyond its limit.
+        SignatureError: the signature policy refuses the bundle (``reason`` says why).
     """
-    bundle = (
-        source if isinstance(source, Bundle) else Bundle.open(source, max_bytes=max_bundle_bytes)
-    )
+    keys = trusted_keys_from(trusted_keys)
     if isinstance(source, Bundle):
+        bundle = source
         bundle.verify()
+        check_signature(bundle, keys, require=require_signature)
+    else:
+        bundle = Bundle.open(
+            source,
+            max_bytes=max_bundle_bytes,
+            trusted_keys=keys,
+            require_signature=require_signature,
+        )
     manifest = bundle.manifest
     if pinned_digest is not None and pinned_digest != bundle.digest:
         raise UnsafeArtifactError(

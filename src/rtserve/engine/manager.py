@@ -41,7 +41,7 @@ class ServedModel:
     guard: ModelGuard | None = None
     #: Why ``platform`` answers (e.g. the ONNX export passed its parity gate, or why not).
     serving_reason: str = ""
-    #: Responses by validated input (None: ``cache_size`` is 0).
+    #: Responses by validated input (None: ``cache.max_entries`` is 0).
     cache: ResponseCache | None = None
 
     @property
@@ -97,7 +97,7 @@ class ModelManager:
         started = time.perf_counter()
         label = str(source)
         try:
-            bundle = Bundle.open(source, max_bytes=self.settings.max_bundle_bytes)
+            bundle = Bundle.open(source, max_bytes=self.settings.loading.max_bundle_bytes)
         except RtserveError as exc:
             logger.error("bundle %s cannot be opened: %s", label, exc.message)
             self.broken[label] = exc.message
@@ -112,10 +112,12 @@ class ModelManager:
         )
         self._register(served)
         try:
-            choice = serving(bundle.manifest, force_native=self.settings.force_native_runtime)
+            choice = serving(
+                bundle.manifest, force_native=self.settings.loading.force_native_runtime
+            )
             predictor = self._predictor(bundle, force_native=not choice.optimized)
             served.state = ModelState.WARMING
-            report = predictor.check_parity(self.settings.parity_tolerance)
+            report = predictor.check_parity(self.settings.loading.parity_tolerance)
             if not report.passed and choice.optimized:
                 # The export matched at build; if this ONNX Runtime disagrees, serve natively.
                 logger.warning(
@@ -129,7 +131,7 @@ class ModelManager:
                     reason=f"the ONNX export's {report.describe()}",
                 )
                 predictor = self._predictor(bundle, force_native=True)
-                report = predictor.check_parity(self.settings.parity_tolerance)
+                report = predictor.check_parity(self.settings.loading.parity_tolerance)
             if not report.passed:
                 raise NotReadyError(report.describe())
             served.platform, served.serving_reason = choice.runtime, choice.reason
@@ -154,14 +156,16 @@ class ModelManager:
         served.guard = guard
         served.batcher = AdaptiveBatcher(
             predictor.run,
-            max_batch_size=self.settings.max_batch_size,
-            max_wait=self.settings.max_wait_ms / 1000.0,
-            concurrency=self.settings.runtime_threads if predictor.runtime.thread_safe else 1,
+            max_batch_size=self.settings.batching.max_batch_size,
+            max_wait=self.settings.batching.max_wait_s,
+            concurrency=self.settings.batching.runtime_threads
+            if predictor.runtime.thread_safe
+            else 1,
             name=served.name,
-            inline_below=self.settings.inline_predict_us / 1e6,
+            inline_below=self.settings.batching.inline_predict_s,
         )
-        if self.settings.cache_size > 0:
-            served.cache = ResponseCache(self.settings.cache_size, self.settings.cache_ttl_s)
+        if self.settings.cache.max_entries > 0:
+            served.cache = ResponseCache(self.settings.cache.max_entries, self.settings.cache.ttl_s)
         served.load_seconds = time.perf_counter() - started
         served.state = ModelState.READY
         logger.info(
@@ -178,9 +182,9 @@ class ModelManager:
     def _predictor(self, bundle: Bundle, *, force_native: bool) -> Predictor:
         return load(
             bundle,
-            trust_pickle=self.settings.trust_pickle,
-            pinned_digest=self.settings.pinned_digests.get(bundle.name),
-            strict_versions=self.settings.strict_versions,
+            trust_pickle=self.settings.loading.trust_pickle,
+            pinned_digest=self.settings.loading.pinned_digests.get(bundle.name),
+            strict_versions=self.settings.loading.strict_versions,
             force_native=force_native,
         )
 

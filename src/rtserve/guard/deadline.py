@@ -57,7 +57,8 @@ class DeadlinePolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> DeadlinePolicy:
         """The policy ``settings.shedding`` configures."""
-        return cls(settings.shedding.default_timeout_ms, settings.shedding.max_timeout_ms)
+        shedding = settings.shedding
+        return cls(shedding.default_timeout_s * 1000.0, shedding.max_timeout_s * 1000.0)
 
     def default(self, clock: Clock = time.monotonic) -> Deadline:
         """The deadline of a request that states none."""

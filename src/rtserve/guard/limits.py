@@ -46,7 +46,7 @@ class RequestLimits:
         """The limits ``settings`` configure."""
         limits = settings.limits
         return cls(
-            max_body_bytes=settings.max_body_bytes,
+            max_body_bytes=limits.max_body_bytes,
             max_instances=limits.max_instances,
             max_string_length=limits.max_string_length,
             max_json_depth=limits.max_json_depth,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -32,7 +32,7 @@ from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline
 from rtserve.guard.fallback import Fallback
 from rtserve.guard.hardening import harden
 from rtserve.runtimes.base import ModelOutput
-from rtserve.settings import BreakerSettings, Settings, SettingsError
+from rtserve.settings import BreakerSettings, ModelPolicySettings, Settings
 from rtserve.types import Columns
 
 T = TypeVar("T")
@@ -66,36 +66,17 @@ class ModelPolicies:
         name: str,
         bundle_fallback: FallbackPolicy | None,
         bundle_output: OutputPolicy | None,
-        overrides: dict[str, dict[str, Any]],
+        overrides: Mapping[str, ModelPolicySettings],
     ) -> ModelPolicies:
-        """The bundle's policies, each replaced by ``Settings.policies[name]``'s when given."""
-        from pydantic import ValidationError
-
-        override = overrides.get(name, {})
-        unknown = set(override) - {"fallback", "output"}
-        if unknown:
-            raise SettingsError(
-                f"policies.{name}: unknown keys {sorted(unknown)}; allowed: fallback, output",
-                field=f"policies.{name}",
-            )
-        try:
-            fallback = (
-                FallbackPolicy.model_validate(override["fallback"])
-                if "fallback" in override
-                else bundle_fallback
-            )
-            output = (
-                OutputPolicy.model_validate(override["output"])
-                if "output" in override
-                else bundle_output
-            )
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise SettingsError(
-                f"policies.{name}: {where}: {first['msg']}", field=f"policies.{name}"
-            ) from exc
-        return cls(fallback, output)
+        """The bundle's policies, each replaced by ``Settings.policies[name]``'s when given (the
+        settings validated their shape at start-up; what needs the bundle is checked later)."""
+        override = overrides.get(name)
+        if override is None:
+            return cls(bundle_fallback, bundle_output)
+        return cls(
+            override.fallback if override.fallback is not None else bundle_fallback,
+            override.output if override.output is not None else bundle_output,
+        )
 
 
 class ModelGuard:
@@ -129,7 +110,7 @@ class ModelGuard:
         """The guard of model ``name`` as ``settings`` and its bundle declare it.
 
         Raises:
-            SettingsError / SchemaDefinitionError: a policy is invalid (unknown field in a rule,
+            SchemaDefinitionError: a policy does not fit the model (unknown field in a rule,
                 a class the model does not have).
         """
         policies = ModelPolicies.resolve(name, bundle_fallback, bundle_output, settings.policies)
@@ -139,7 +120,7 @@ class ModelGuard:
             fields=fields,
             max_queue=settings.shedding.max_queue,
             breaker=settings.breaker,
-            predict_timeout_s=settings.breaker.predict_timeout_ms / 1000.0,
+            predict_timeout_s=settings.shedding.predict_timeout_s,
         )
 
     async def call(

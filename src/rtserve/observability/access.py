@@ -1,8 +1,8 @@
 """The end of every HTTP request: request metrics, the access-log record and trace spans.
 
 Failed requests never reach a prediction observer, so status codes, protocol and whole-request
-latency are recorded here, from the facts the middleware and the data plane left in the request's
-``RequestContext``.
+latency are recorded here, from the facts the transport and the data plane wrote into the
+request's ``RequestTrace``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from rtserve.observability.context import RequestContext
+from rtserve.events import RequestTrace
 from rtserve.observability.logging import json_line_writer
 from rtserve.observability.metrics import Metrics
 from rtserve.observability.tracing import Tracer
@@ -60,13 +60,13 @@ class AccessRecorder:
         if self.metrics is not None:
             self.metrics.in_flight.inc()
 
-    def finished(self, context: RequestContext, end: Finished) -> None:
+    def finished(self, trace: RequestTrace, end: Finished) -> None:
         """A request ended (successfully or not); never raises into the request."""
-        seconds = end.ended - context.started
+        seconds = end.ended - trace.started
         m = self.metrics
         if m is not None:
             m.in_flight.dec()
-            labels = (context.model, context.version, end.protocol, end.endpoint)
+            labels = (trace.model, trace.version, end.protocol, end.endpoint)
             key = (*labels, end.status)
             children = self._children.get(key)
             if children is None:  # label look-ups cost more than the update; keep the children
@@ -76,19 +76,19 @@ class AccessRecorder:
                 )
             children[0].inc()
             children[1].observe(seconds)
-            for field, rule in context.violations:
-                m.validation_failures.labels(context.model, context.version, field, rule).inc()
+            for field, rule in trace.violations:
+                m.validation_failures.labels(trace.model, trace.version, field, rule).inc()
         if self.access_log and access_logger.isEnabledFor(logging.INFO):
             extra: dict[str, object] = {
-                "request_id": context.request_id,
+                "request_id": trace.request_id,
                 "method": end.method,
                 "path": end.path,
                 "status": end.status,
                 "latency_ms": round(seconds * 1000, 3),
             }
-            if context.traceparent:
-                extra["traceparent"] = context.traceparent
-            extra.update(context.served_fields())
+            if trace.traceparent:
+                extra["traceparent"] = trace.traceparent
+            extra.update(trace.served_fields())
             message = f"{end.method} {end.path} {end.status}"
             writer = json_line_writer(access_logger)
             if writer is not None:
@@ -96,4 +96,4 @@ class AccessRecorder:
             else:
                 access_logger.info("%s", message, extra=extra)
         if self.tracer is not None:
-            self.tracer.record(context, end.method, end.path, end.status, end.ended, time.time())
+            self.tracer.record(trace, end.method, end.path, end.status, end.ended, time.time())

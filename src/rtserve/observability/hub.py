@@ -68,7 +68,7 @@ class Observability:
     ) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.redactor = default_redactor().with_mode(settings.pii_redaction)
+        self.redactor = default_redactor().with_mode(settings.logging.pii_redaction)
         self.metrics = Metrics() if settings.metrics.enabled else None
         self.metrics_observer: MetricsObserver | None = None
         self.drift: DriftObserver | None = None
@@ -96,12 +96,12 @@ class Observability:
                 maxsize=log.queue_size,
             )
         self.tracer: Tracer | None = None
-        if settings.tracing:
+        if settings.logging.tracing:
             if tracer_provider is None:
                 configure_default_provider()
             self.tracer = Tracer(tracer_provider, metrics=self.metrics)
         self.access = AccessRecorder(
-            self.metrics, access_log=settings.access_log, tracer=self.tracer
+            self.metrics, access_log=settings.logging.access_log, tracer=self.tracer
         )
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None

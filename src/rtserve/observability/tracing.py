@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtserve.errors import RtserveError
-from rtserve.observability.context import RequestContext
+from rtserve.events import RequestTrace
 from rtserve.observability.metrics import Metrics
 from rtserve.observability.queueing import BackgroundQueue
 
@@ -28,7 +28,7 @@ class TracingUnavailableError(RtserveError):
 
 @dataclass(frozen=True)
 class _Facts:
-    context: RequestContext
+    trace: RequestTrace
     method: str
     path: str
     status: int
@@ -80,7 +80,7 @@ class Tracer:
 
     def record(
         self,
-        context: RequestContext,
+        trace: RequestTrace,
         method: str,
         path: str,
         status: int,
@@ -88,7 +88,7 @@ class Tracer:
         wall: float,
     ) -> None:
         """Queue one finished request for span building (never blocks)."""
-        self._queue.put(_Facts(context, method, path, status, ended, wall))
+        self._queue.put(_Facts(trace, method, path, status, ended, wall))
 
     def start(self) -> None:
         """Start the span-building thread."""
@@ -107,7 +107,7 @@ class Tracer:
             self._spans(facts)
 
     def _spans(self, f: _Facts) -> None:
-        trace, c = self._trace, f.context
+        trace, c = self._trace, f.trace
 
         def ns(perf: float) -> int:
             return int((f.wall - (f.ended - perf)) * 1e9)
@@ -135,11 +135,11 @@ class Tracer:
         steps: list[tuple[str, float, float]] = []
         if c.validated:
             steps.append(("validate", c.validate_started, c.validated))
-        if c.predicted:
-            batch_start = c.validated + c.queue_seconds
+        if c.predicted and c.batch is not None:
+            batch_start = c.validated + c.batch.queue_seconds
             steps += [
                 ("queue", c.validated, batch_start),
-                ("predict", batch_start, batch_start + c.predict_seconds),
+                ("predict", batch_start, batch_start + c.batch.predict_seconds),
                 ("encode", c.predicted, f.ended),
             ]
         for name, begin, end in steps:
@@ -154,7 +154,7 @@ def _otel() -> Any:
     except ImportError as exc:
         raise TracingUnavailableError(
             "tracing is on but OpenTelemetry is not installed; install the extra "
-            "(pip install 'rtserve[tracing]') or set RTSERVE_TRACING=false",
-            field="tracing",
+            "(pip install 'rtserve[tracing]') or set RTSERVE_LOGGING__TRACING=false",
+            field="logging.tracing",
         ) from exc
     return trace

@@ -169,5 +169,5 @@ def app_from_env() -> Starlette:
 
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings.load()
-    configure_logging(settings.log_level)  # a spawned worker starts with no logging set up
+    configure_logging(settings.logging.level)  # a spawned worker starts with no logging set up
     return create_app(settings, load_before_serving=True, freeze_gc=True)

@@ -39,11 +39,12 @@ def asgi_app(*bundles: str | Path, **settings: Any) -> Starlette:
 def serve(*bundles: str | Path, **settings: Any) -> None:
     """Serve bundles over HTTP until interrupted: the notebook twin of ``rtserve serve``.
 
-    Keyword arguments are settings (``port=8080``, ``workers=2``, ...).
+    Keyword arguments are settings as ``Settings.load`` takes them (``server__port=8080``,
+    ``server={"workers": 2}``, ...).
     """
     from rtserve.observability.logging import configure_logging
     from rtserve.server.runner import run
 
     resolved = Settings.load(bundles=[str(b) for b in bundles], **settings)
-    configure_logging(resolved.log_level)
+    configure_logging(resolved.logging.level)
     run(resolved)

@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse, Response
 
 from rtserve.engine.dataplane import DataPlane, Reply
 from rtserve.errors import MalformedRequestError, UnsupportedMediaTypeError
+from rtserve.events import RequestTrace
 from rtserve.guard.deadline import Deadline
 
 JSON = "application/json"
@@ -123,14 +124,15 @@ async def model_description(request: Request) -> Response:
 
 @dataclass(slots=True)
 class InferenceCall:
-    """One admitted inference request: the route's parameters, headers and (bounded) body."""
+    """One admitted inference request: the route's parameters, headers and (bounded) body, and
+    the request's trace, which the data plane fills in."""
 
     plane: DataPlane
     name: str
     version: str | None
     headers: Mapping[str, str]
     body: bytes
-    request_id: str
+    trace: RequestTrace
     deadline: Deadline
 
 
@@ -141,7 +143,7 @@ async def infer(call: InferenceCall) -> Reply:
         call.version,
         call.body,
         _header_length(call.headers),
-        request_id=call.request_id,
+        call.trace,
         deadline=call.deadline,
     )
 
@@ -149,7 +151,7 @@ async def infer(call: InferenceCall) -> Reply:
 async def predict(call: InferenceCall) -> Reply:
     """Records API inference: ``{"instances": [{...}, ...]}``."""
     return await call.plane.predict_records(
-        call.name, call.version, call.body, call.request_id, deadline=call.deadline
+        call.name, call.version, call.body, call.trace, deadline=call.deadline
     )
 
 

@@ -4,8 +4,10 @@ Starlette's middleware stack, router, ``Request`` objects and exception middlewa
 request than a small model's prediction. ``InferenceRouter`` serves the route table's
 ``InferenceRoute`` entries ahead of all of them (``RtserveApp`` hands it the requests it
 recognises), with the same guards as every other route (``admit``, bounded body, disconnect
-watch), the same error mapping (``error_handlers``) and the same request id and access record
-(``RequestTracker``). A request answered inline creates no task and no timer.
+watch), the same error mapping (``error_handlers``) and the same request id, ``RequestTrace`` and
+access record (``RequestTracker``). The trace travels as an argument: into the ``InferenceCall``,
+the data plane and the batcher, with the disconnect watch's hook on it (``on_wait``). A request
+answered inline creates no task and no timer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rtserve.engine.dataplane import DataPlane, Reply
 from rtserve.errors import RtserveError
+from rtserve.events import RequestTrace
 from rtserve.server.endpoints import ACCEPTED_TYPES, JSON, InferenceCall, check_content_type
 from rtserve.server.error_handlers import handle_rtserve_error, handle_unexpected
 from rtserve.server.middleware import RequestTracker
@@ -91,14 +94,14 @@ class InferenceRouter:
         receive: Receive,
         send: Send,
     ) -> None:
-        """Serve a matched request with its request id, context and access record."""
-        context, token = self.tracker.begin(scope)
+        """Serve a matched request with its request id, trace and access record."""
+        trace, token = self.tracker.begin(scope)
         status = 500
         try:
-            id_header = (b"x-request-id", context.request_id.encode("latin-1"))
-            status = await self.serve(route, params, scope, receive, send, id_header)
+            id_header = (b"x-request-id", trace.request_id.encode("latin-1"))
+            status = await self.serve(route, params, scope, receive, send, trace, id_header)
         finally:
-            self.tracker.end(scope, context, token, status)
+            self.tracker.end(scope, trace, token, status)
 
     def starlette_endpoint(self, route: InferenceRoute) -> ASGIApp:
         """The same route for Starlette's router, which answers what the front does not take
@@ -112,15 +115,16 @@ class InferenceRouter:
         scope: Scope,
         receive: Receive,
         send: Send,
+        trace: RequestTrace,
         id_header: tuple[bytes, bytes] | None = None,
     ) -> int:
         """Guards, body, prediction and reply (or the mapped error) for one inference request;
-        returns the status sent. ``id_header`` goes on the response (the front's request id)."""
+        returns the status sent. ``trace`` is the request's (``RequestTracker.begin``);
+        ``id_header`` goes on the response (the front's request id)."""
         scope["endpoint"] = route.endpoint  # the access record's protocol label
         guards = self.guards
         # ASGI header names are lower-case; the first of repeated headers wins, as in Starlette
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
-        request_id: str = scope["state"]["request_id"]
         try:
             client = scope.get("client")
             admitted = await admit(
@@ -139,10 +143,10 @@ class InferenceRouter:
                 params.get("version"),
                 headers,
                 body,
-                request_id,
+                trace,
                 admitted.deadline,
             )
-            with DisconnectWatch(receive) as watch:
+            with DisconnectWatch(receive, trace) as watch:
                 reply = await watch.run(route.endpoint(call))
         except ClientDisconnect:
             guards.rejections["client_disconnected"] += 1
@@ -169,7 +173,8 @@ class _RouteApp:
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.router.serve(self.route, scope["path_params"], scope, receive, send)
+        trace: RequestTrace = scope["state"]["trace"]  # ``RequestContextMiddleware`` made it
+        await self.router.serve(self.route, scope["path_params"], scope, receive, send, trace)
 
 
 async def _send_reply(

@@ -1,8 +1,10 @@
-"""A request id on every request and response, and one access record.
+"""A request id on every request and response, one ``RequestTrace`` per request, one access record.
 
-``RequestTracker`` binds a ``RequestContext`` (request id, ``traceparent``) that the data plane
-fills in, and at the end hands it to the ``AccessRecorder``: request metrics, the access-log line,
-trace spans. ``RequestContextMiddleware`` applies it to every route Starlette serves; the
+``RequestTracker`` makes the request's ``RequestTrace`` (request id, ``traceparent``), which the
+transport passes explicitly to the data plane, binds the request id for log correlation, and at
+the end hands the finished trace to the ``AccessRecorder``: request metrics, the access-log line,
+trace spans. ``RequestContextMiddleware`` applies it to every route Starlette serves (and leaves
+the trace in ``scope["state"]["trace"]`` for the inference routes Starlette serves); the
 inference front (``rtserve.server.fastpath``) applies it itself.
 """
 
@@ -15,9 +17,9 @@ from contextvars import Token
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rtserve.events import RequestTrace, parse_traceparent
 from rtserve.observability import context as request_context
 from rtserve.observability.access import AccessRecorder, Finished
-from rtserve.observability.context import RequestContext
 from rtserve.observability.ids import UniqueIds
 from rtserve.server.routes import ROUTES
 
@@ -35,15 +37,16 @@ _new_request_id = UniqueIds()
 
 class RequestTracker:
     """What every HTTP request gets: a sane ``X-Request-ID`` accepted or made, exposed in
-    ``scope["state"]`` and bound as the ``RequestContext``; at the end, one access record (no
-    bodies, no credentials, no input values). Shared by the middleware and the inference front."""
+    ``scope["state"]`` and bound for log correlation, and the request's ``RequestTrace``; at the
+    end, one access record (no bodies, no credentials, no input values). Shared by the
+    middleware and the inference front."""
 
     def __init__(self, recorder: AccessRecorder) -> None:
         self.recorder = recorder
 
-    def begin(self, scope: Scope) -> tuple[RequestContext, Token[RequestContext | None]]:
-        """Bind the request's context; the caller echoes ``context.request_id`` and calls
-        ``end`` exactly once."""
+    def begin(self, scope: Scope) -> tuple[RequestTrace, Token[str]]:
+        """The request's trace, its id bound; the caller echoes ``trace.request_id``, passes the
+        trace on to the data plane and calls ``end`` exactly once."""
         started = time.perf_counter()
         request_id = ""
         traceparent: str | None = None
@@ -54,24 +57,24 @@ class RequestTracker:
                     request_id = candidate
             elif key == b"traceparent" and len(value) <= 64:
                 candidate = value.decode("latin-1")
-                if request_context.parse_traceparent(candidate):
+                if parse_traceparent(candidate):
                     traceparent = candidate
         if not request_id:
             request_id = _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        context = RequestContext(request_id, started, traceparent)
-        token = request_context.bind(context)
+        trace = RequestTrace(request_id, started, traceparent)
+        token = request_context.bind(request_id)
         self.recorder.started()
-        return context, token
+        return trace, token
 
     def end(
         self,
         scope: Scope,
-        context: RequestContext,
-        token: Token[RequestContext | None],
+        trace: RequestTrace,
+        token: Token[str],
         status: int,
     ) -> None:
-        """Unbind the context and record the request (never raises into the request)."""
+        """Unbind the request id and record the request (never raises into the request)."""
         request_context.unbind(token)
         name = getattr(scope.get("endpoint"), "__name__", None)
         protocol = _PROTOCOL_OF.get(name, _UNROUTED) if name else _UNROUTED
@@ -84,9 +87,9 @@ class RequestTracker:
             time.perf_counter(),
         )
         try:
-            self.recorder.finished(context, end)
+            self.recorder.finished(trace, end)
         except Exception:
-            logger.exception("recording request %s failed", context.request_id)
+            logger.exception("recording request %s failed", trace.request_id)
 
 
 class RequestContextMiddleware:
@@ -102,8 +105,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        context, token = self.tracker.begin(scope)
-        header = (b"x-request-id", context.request_id.encode("latin-1"))
+        trace, token = self.tracker.begin(scope)
+        scope["state"]["trace"] = trace  # for the inference routes, should Starlette serve them
+        header = (b"x-request-id", trace.request_id.encode("latin-1"))
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -116,4 +120,4 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.tracker.end(scope, context, token, status)
+            self.tracker.end(scope, trace, token, status)

@@ -32,6 +32,7 @@ from rtserve.errors import (
     RateLimitedError,
     RequestTimeoutError,
 )
+from rtserve.events import RequestTrace
 from rtserve.guard.auth import (
     FAILURE_REASONS,
     Authenticator,
@@ -43,7 +44,6 @@ from rtserve.guard.auth import (
 from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline, DeadlinePolicy
 from rtserve.guard.limits import BodyBuffer, RequestLimits
 from rtserve.guard.ratelimit import RateLimiter, RateStatus
-from rtserve.observability import context as request_context
 from rtserve.observability.metrics import Metrics
 from rtserve.server.routes import Endpoint, RouteSpec
 from rtserve.settings import Settings
@@ -229,30 +229,30 @@ async def receive_body(
 class DisconnectWatch:
     """Cancels a request's work (and its queued model work) if the client goes away meanwhile.
 
-    Watching needs a task that waits on ``receive``. It starts only when the work says it is
-    waiting (``RequestContext.on_wait``: the batcher calls it for a request still queued after
-    ``LONG_WAIT_S``, the data plane when it decodes a large body in a thread): a request answered
-    inline, or from a batch that runs soon, costs no task at all, and cancelling work that is
-    about to run saves nothing.
+    Watching needs a task that waits on ``receive``. Given the request's ``trace``, it starts
+    only when the work says it is waiting (the watch installs ``start`` as ``trace.on_wait``: the
+    batcher calls it for a request still waiting after ``LONG_WAIT_S``, the data plane when it
+    decodes a large body in a thread): a request answered inline, or from a batch that runs soon,
+    costs no task at all, and cancelling work that is about to run saves nothing. Without a
+    trace nobody can say when the work waits, so it watches all along.
     """
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, trace: RequestTrace | None = None) -> None:
         self._receive = receive
         self._owner: asyncio.Task[object] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._context: request_context.RequestContext | None = None
+        self._trace = trace
         self.gone = False
 
     def __enter__(self) -> DisconnectWatch:
         self._owner = asyncio.current_task()  # ``start`` may be called from a timer callback
-        self._context = request_context.current()
-        if self._context is not None:
-            self._context.on_wait = self.start
+        if self._trace is not None:
+            self._trace.on_wait = self.start
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._context is not None:
-            self._context.on_wait = None
+        if self._trace is not None:
+            self._trace.on_wait = None
         if self._watcher is not None:
             self._watcher.cancel()
 
@@ -263,7 +263,7 @@ class DisconnectWatch:
 
     async def run(self, work: Awaitable[T]) -> T:
         """Await ``work``; raise ``ClientDisconnect`` if the client left before it finished."""
-        if self._context is None:
+        if self._trace is None:
             self.start()  # nobody will say when the work waits: watch all along
         try:
             return await work

@@ -49,11 +49,11 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
     every bundle itself (no shared model state), all accepting on the same socket.
     """
     common: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
+        "host": settings.server.host,
+        "port": settings.server.port,
         "log_config": None,  # logging is configured by the CLI, once
         "access_log": False,
-        "timeout_graceful_shutdown": math.ceil(settings.graceful_timeout_s),
+        "timeout_graceful_shutdown": math.ceil(settings.server.graceful_timeout_s),
         "lifespan": "on",
         "server_header": False,
         # request heads bounded in size and time (a picklable factory: workers get it too)
@@ -61,11 +61,11 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
         "ws": "none",  # no WebSocket route: an upgrade request is answered as plain HTTP
         # X-Forwarded-For only from the configured proxies: uvicorn's default trusts loopback
         # (and FORWARDED_ALLOW_IPS), which would let any local caller pick its client address.
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": list(settings.trusted_proxies),
+        "proxy_headers": bool(settings.server.trusted_proxies),
+        "forwarded_allow_ips": list(settings.server.trusted_proxies),
     }
     _exit_zero_after_signal()
-    if settings.workers == 1:
+    if settings.server.workers == 1:
         app = app if app is not None else create_app(settings, freeze_gc=True)
 
         def drain() -> None:
@@ -73,8 +73,8 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
 
         server = DrainingServer(
             uvicorn.Config(app, **common),
-            drain_delay_s=settings.drain_delay_s,
-            grace_s=settings.graceful_timeout_s,
+            drain_delay_s=settings.server.drain_delay_s,
+            grace_s=settings.server.graceful_timeout_s,
             on_drain=drain,
         )
         server.run()
@@ -84,7 +84,7 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
         uvicorn.run(
             "rtserve.server.app:app_from_env",
             factory=True,
-            workers=settings.workers,
+            workers=settings.server.workers,
             **common,
         )
 

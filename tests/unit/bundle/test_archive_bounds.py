@@ -403,9 +403,9 @@ def test_a_bundle_sealed_before_sizes_were_recorded_opens_packs_and_reseals_unch
 def test_the_max_bundle_bytes_setting_defaults_to_the_archive_cap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert Settings.load().max_bundle_bytes == MAX_BUNDLE_BYTES
-    monkeypatch.setenv("RTSERVE_MAX_BUNDLE_BYTES", str(16 * 1024**3))
-    assert Settings.load().max_bundle_bytes == 16 * 1024**3
+    assert Settings.load().loading.max_bundle_bytes == MAX_BUNDLE_BYTES
+    monkeypatch.setenv("RTSERVE_LOADING__MAX_BUNDLE_BYTES", str(16 * 1024**3))
+    assert Settings.load().loading.max_bundle_bytes == 16 * 1024**3
 
 
 def test_a_genuine_archive_opens_in_a_temporary_directory_removed_with_the_bundle(

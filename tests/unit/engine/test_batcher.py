@@ -17,6 +17,8 @@ import pytest
 
 import rtserve
 from rtserve.engine.batcher import AdaptiveBatcher
+from rtserve.engine.long_wait import LONG_WAIT_S
+from rtserve.events import RequestTrace
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
@@ -220,10 +222,7 @@ async def test_a_queued_request_times_out_by_a_timer_and_its_rows_never_run() ->
 
 
 @run_async
-async def test_only_a_request_still_queued_after_a_long_wait_tells_the_request_context() -> None:
-    from rtserve.engine.batcher import LONG_WAIT_S
-    from rtserve.observability import context as request_context
-
+async def test_only_a_request_still_waiting_after_a_long_wait_calls_its_traces_hook() -> None:
     waits: list[str] = []
     delay = [2 * LONG_WAIT_S]
 
@@ -231,25 +230,21 @@ async def test_only_a_request_still_queued_after_a_long_wait_tells_the_request_c
         time.sleep(delay[0])
         return echo(columns)
 
-    context = request_context.RequestContext("r", 0.0, on_wait=lambda: waits.append("r"))
-    token = request_context.bind(context)
+    trace = RequestTrace("r", 0.0, on_wait=lambda: waits.append("r"))
     batcher = AdaptiveBatcher(slow_then_fast)  # never inline: every request queues
     try:
-        await batcher.submit(request(1.0), 1)  # slow: still waiting at the check
+        await batcher.submit(request(1.0), 1, trace=trace)  # slow: still waiting at the check
         assert waits == ["r"]
         delay[0] = 0.0
-        await batcher.submit(request(1.0), 1)  # answered before the check: nothing to tell
+        await batcher.submit(request(1.0), 1, trace=trace)  # answered before the check
         await asyncio.sleep(2 * LONG_WAIT_S)
         assert waits == ["r"]
     finally:
-        request_context.unbind(token)
         batcher.close()
 
 
 @run_async
 async def test_a_timeout_longer_than_the_long_wait_still_fires_on_time() -> None:
-    from rtserve.engine.batcher import LONG_WAIT_S
-
     def hangs(columns: Columns) -> ModelOutput:
         time.sleep(6 * LONG_WAIT_S)
         return echo(columns)
@@ -334,4 +329,33 @@ async def test_a_burst_on_an_idle_fast_model_forms_batches_instead_of_running_on
     answers = await asyncio.gather(*(batcher.submit(request(float(i)), 1) for i in range(64)))
     assert [float(output.value[0]) for output, _ in answers] == [2.0 * i for i in range(64)]
     assert len(sizes) < 8  # batched: not 64 predictions of one row
+    batcher.close()
+
+
+@run_async
+async def test_batches_that_finish_out_of_order_leave_nothing_queued_behind() -> None:
+    """One deque holds every waiting request; a batch finishing before an earlier one leaves
+    the deque in order, and once both are answered the batcher is idle again."""
+    threads: list[str] = []
+    held = threading.Event()
+
+    def first_slow(columns: Columns) -> ModelOutput:
+        threads.append(threading.current_thread().name)
+        if float(columns["x"][0]) == 0.0:
+            held.wait(5)
+        return echo(columns)
+
+    batcher = AdaptiveBatcher(first_slow, concurrency=2, inline_below=1.0)
+    slow = asyncio.ensure_future(batcher.submit(request(0.0), 1))  # cost unknown: the pool
+    await asyncio.sleep(0.01)
+    output, _ = await batcher.submit(request(1.0), 1)  # the second runtime thread, at once
+    assert output.value.tolist() == [2.0]
+    assert not slow.done()
+    assert batcher.queued == 0
+    assert batcher.queue_state().queued_requests == 0
+    held.set()
+    await slow
+    threads.clear()
+    await batcher.submit(request(2.0), 1)  # idle and known to be fast: inline, on the loop
+    assert threads == [threading.current_thread().name]
     batcher.close()

@@ -131,5 +131,5 @@ def test_clear_drops_entries_and_keeps_counters() -> None:
 
 @pytest.mark.parametrize(("capacity", "ttl"), [(0, 60.0), (4, 0.0), (4, -1.0)])
 def test_a_cache_needs_room_and_a_positive_time_to_live(capacity: int, ttl: float) -> None:
-    with pytest.raises(ValueError, match="cache_size: 0 to switch it off"):
+    with pytest.raises(ValueError, match=r"cache\.max_entries: 0 to switch it off"):
         ResponseCache(capacity, ttl_seconds=ttl)

@@ -1,4 +1,4 @@
-"""Specification: with ``cache_size`` set, the data plane answers a repeated validated input from
+"""Specification: with ``cache.max_entries`` set, the data plane answers a repeated validated input from
 the model version's cache before the batcher, whatever its JSON spelling; off by default."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 from rtserve.engine.dataplane import DataPlane
 from rtserve.engine.manager import ModelManager
+from rtserve.events import RequestTrace
 from rtserve.settings import Settings
 
 ROW = {"amount": 12.5, "hour": 3, "prior_transactions": 4, "country": "DE", "card_present": True}
@@ -22,7 +23,7 @@ def _body(*rows: dict[str, Any]) -> bytes:
 def _ask(plane: DataPlane, *bodies: bytes) -> list[dict[str, Any]]:
     async def run() -> list[dict[str, Any]]:
         replies = [
-            await plane.predict_records("fraud", None, body, f"r{i}")
+            await plane.predict_records("fraud", None, body, RequestTrace(f"r{i}", 0.0))
             for i, body in enumerate(bodies)
         ]
         return [json.loads(reply.body) for reply in replies]
@@ -33,7 +34,7 @@ def _ask(plane: DataPlane, *bodies: bytes) -> list[dict[str, Any]]:
 def test_a_repeated_input_is_answered_from_the_cache_without_reaching_the_model(
     fraud_bundle_dir: Path,
 ) -> None:
-    manager = ModelManager(Settings.load(cache_size=8, cache_ttl_s=60))
+    manager = ModelManager(Settings.load(cache={"max_entries": 8, "ttl_s": 60}))
     served = manager.load(fraud_bundle_dir)
     plane = DataPlane(manager)
     reordered = dict(reversed(list(ROW.items())))
@@ -60,7 +61,7 @@ def test_a_repeated_input_is_answered_from_the_cache_without_reaching_the_model(
 
 
 def test_a_multi_row_request_is_one_entry(fraud_bundle_dir: Path) -> None:
-    manager = ModelManager(Settings.load(cache_size=8))
+    manager = ModelManager(Settings.load(cache__max_entries=8))
     served = manager.load(fraud_bundle_dir)
     plane = DataPlane(manager)
 

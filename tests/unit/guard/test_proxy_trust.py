@@ -1,5 +1,5 @@
 """Who the client is: proxy headers count only from configured proxies, and only uvicorn reads
-them (``trusted_proxies``); rtserve's own code never parses them."""
+them (``server.trusted_proxies``); rtserve's own code never parses them."""
 
 from __future__ import annotations
 
@@ -16,28 +16,30 @@ PROXY_HEADERS = {"x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded", "x-
 
 
 def test_no_proxy_header_is_trusted_by_default():
-    assert Settings.load().trusted_proxies == []
+    assert Settings.load().server.trusted_proxies == []
 
 
 def test_trusted_proxies_are_addresses_or_networks_written_as_uvicorn_reads_them():
-    settings = Settings.load(trusted_proxies=[" 10.0.0.7 ", "10.1.2.3/16", "0:0:0:0:0:0:0:1"])
-    assert settings.trusted_proxies == ["10.0.0.7", "10.1.0.0/16", "::1"]
+    settings = Settings.load(
+        server__trusted_proxies=[" 10.0.0.7 ", "10.1.2.3/16", "0:0:0:0:0:0:0:1"]
+    )
+    assert settings.server.trusted_proxies == ["10.0.0.7", "10.1.0.0/16", "::1"]
 
 
 @pytest.mark.parametrize("entry", ["*", "proxy.internal", "10.0.0.300", "10.0.0.0/99"])
 def test_anything_else_is_refused_at_start(entry):
     with pytest.raises(SettingsError, match="is not an IP address or network"):
-        Settings.load(trusted_proxies=[entry])
+        Settings.load(server__trusted_proxies=[entry])
 
 
 def test_the_environment_can_name_the_proxies(monkeypatch):
-    monkeypatch.setenv("RTSERVE_TRUSTED_PROXIES", '["192.0.2.10", "198.51.100.0/24"]')
-    assert Settings.load().trusted_proxies == ["192.0.2.10", "198.51.100.0/24"]
+    monkeypatch.setenv("RTSERVE_SERVER__TRUSTED_PROXIES", '["192.0.2.10", "198.51.100.0/24"]')
+    assert Settings.load().server.trusted_proxies == ["192.0.2.10", "198.51.100.0/24"]
 
 
 def test_no_rtserve_code_reads_a_proxy_header_itself():
     """A client address taken from a header must come from uvicorn's proxy handling, which
-    honours ``trusted_proxies``; code that read the header itself would trust every caller."""
+    honours ``server.trusted_proxies``; code that read the header itself would trust every caller."""
     source = Path(rtserve.__file__).parent
     readers = []
     for path in sorted(source.rglob("*.py")):

@@ -7,7 +7,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from rtserve.observability.context import RequestContext
+from rtserve.events import BatchInfo, RequestTrace
 from rtserve.observability.tracing import Tracer
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -23,12 +23,15 @@ def exporter():
     provider.shutdown()
 
 
-def finished_request(traceparent: str | None) -> RequestContext:
-    ctx = RequestContext("req-7", started=100.0, traceparent=traceparent)
-    ctx.model, ctx.version, ctx.rows, ctx.batch_rows = "fraud", "1", 2, 8
-    ctx.validate_started, ctx.validated = 100.001, 100.003
-    ctx.queue_seconds, ctx.predict_seconds, ctx.predicted = 0.002, 0.004, 100.009
-    return ctx
+def finished_request(traceparent: str | None) -> RequestTrace:
+    trace = RequestTrace("req-7", started=100.0, traceparent=traceparent)
+    trace.model, trace.version, trace.rows = "fraud", "1", 2
+    trace.validate_started, trace.validated = 100.001, 100.003
+    trace.batch = BatchInfo(
+        queue_seconds=0.002, predict_seconds=0.004, batch_rows=8, batch_requests=3
+    )
+    trace.predicted = 100.009
+    return trace
 
 
 def test_a_request_yields_validate_queue_predict_encode_under_the_callers_trace(exporter):
@@ -65,8 +68,8 @@ def test_without_a_traceparent_a_new_trace_starts_and_failed_requests_have_no_mo
     memory, provider = exporter
     tracer = Tracer(provider)
     tracer.start()
-    ctx = RequestContext("req-8", started=5.0)
-    tracer.record(ctx, "GET", "/nowhere", 404, 5.001, 1_700_000_000.0)
+    trace = RequestTrace("req-8", started=5.0)
+    tracer.record(trace, "GET", "/nowhere", 404, 5.001, 1_700_000_000.0)
     tracer.close()
     [span] = memory.get_finished_spans()
     assert span.parent is None

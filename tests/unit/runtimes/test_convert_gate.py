@@ -283,7 +283,7 @@ def test_the_server_serves_the_export_unless_told_to_serve_natively(tmp_path: Pa
     rtserve.build(LogisticRegression().fit(X, y), X, name="m", version="1").save(tmp_path / "m")
 
     onnx = ModelManager(Settings.load()).load(tmp_path / "m")
-    native = ModelManager(Settings.load(force_native_runtime=True)).load(tmp_path / "m")
+    native = ModelManager(Settings.load(loading__force_native_runtime=True)).load(tmp_path / "m")
 
     assert (onnx.platform, onnx.serving_reason) == ("onnx", "ONNX export passed its parity gate")
     assert isinstance(onnx.predictor.runtime if onnx.predictor else None, OnnxRuntime)

@@ -59,7 +59,7 @@ def _serving(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def client(bundle: Path) -> Iterator[TestClient]:
     """The app serving ``m`` with a 4 KiB body limit."""
-    with _serving(Settings.load(bundles=[str(bundle)], max_body_bytes=4096)) as test_client:
+    with _serving(Settings.load(bundles=[str(bundle)], limits__max_body_bytes=4096)) as test_client:
         yield test_client
 
 

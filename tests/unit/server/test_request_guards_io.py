@@ -11,8 +11,8 @@ import pytest
 from starlette.requests import ClientDisconnect
 
 from rtserve.errors import PayloadTooLargeError, RequestTimeoutError
+from rtserve.events import RequestTrace
 from rtserve.guard.limits import RequestLimits
-from rtserve.observability import context as request_context
 from rtserve.server.request_guards import DisconnectWatch, receive_body
 
 LIMITS = RequestLimits(max_body_bytes=100, body_timeout_s=0.1)
@@ -73,30 +73,26 @@ async def test_a_slow_sender_is_cut_off_and_a_vanished_one_is_reported() -> None
 
 @run_async
 async def test_work_that_never_waits_starts_no_watcher() -> None:
-    context = request_context.RequestContext("r", 0.0)
-    token = request_context.bind(context)
+    trace = RequestTrace("r", 0.0)
     tasks_before = len(asyncio.all_tasks())
 
     async def inline() -> str:
         assert len(asyncio.all_tasks()) == tasks_before
         return "done"
 
-    try:
-        with DisconnectWatch(messages(then_wait=False)) as watch:
-            assert await watch.run(inline()) == "done"
-    finally:
-        request_context.unbind(token)
-    assert context.on_wait is None
+    with DisconnectWatch(messages(then_wait=False), trace) as watch:
+        assert trace.on_wait == watch.start  # the hook the batcher calls, on the trace itself
+        assert await watch.run(inline()) == "done"
+    assert trace.on_wait is None
 
 
 @run_async
 async def test_a_disconnect_while_the_work_waits_cancels_it() -> None:
-    context = request_context.RequestContext("r", 0.0)
-    token = request_context.bind(context)
+    trace = RequestTrace("r", 0.0)
     cancelled = asyncio.Event()
 
     async def queued() -> str:
-        request_context.note_waiting()  # what the batcher says before it waits
+        trace.waiting()  # what the batcher does for a request that waits long
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -104,11 +100,8 @@ async def test_a_disconnect_while_the_work_waits_cancels_it() -> None:
             raise
         return "late"
 
-    try:
-        with pytest.raises(ClientDisconnect), DisconnectWatch(messages(then_wait=False)) as watch:
-            await watch.run(queued())
-    finally:
-        request_context.unbind(token)
+    with pytest.raises(ClientDisconnect), DisconnectWatch(messages(then_wait=False), trace) as w:
+        await w.run(queued())
     assert cancelled.is_set()
     task = asyncio.current_task()
     assert task is not None

@@ -19,8 +19,7 @@ import msgspec
 import numpy as np
 
 from rtserve.bundle.schema import Schema
-from rtserve.events import PredictionEvent
-from rtserve.observability.context import parse_traceparent
+from rtserve.events import PredictionEvent, parse_traceparent
 from rtserve.observability.ids import UniqueIds
 from rtserve.observability.redaction import Redactor
 from rtserve.runtimes.base import ModelOutput
