@@ -41,6 +41,7 @@ SERVICES: dict[str, tuple[str, Callable[[], bool]]] = {
     "redis": ("Redis on 127.0.0.1:6379", lambda: _listening(6379)),
     "nats": ("NATS with JetStream on 127.0.0.1:4222", lambda: _listening(4222)),
     "rabbitmq": ("RabbitMQ on 127.0.0.1:5672 (guest/guest)", lambda: _listening(5672)),
+    "kubectl": ("kubectl on PATH (for kustomize)", lambda: shutil.which("kubectl") is not None),
     "prometheus": (
         "the prometheus and promtool commands (Debian's prometheus package)",
         lambda: bool(shutil.which("prometheus") and shutil.which("promtool")),
@@ -53,18 +54,28 @@ def _service_available(marker: str) -> bool:
     return SERVICES[marker][1]()
 
 
+def require_service(marker: str) -> None:
+    """Skip the running test when the service ``marker`` names is missing; under .ci/run, fail it.
+
+    Tests carry the marker (``@pytest.mark.postgres``); a fixture that needs a service calls this.
+    """
+    needs = SERVICES[marker][0]
+    if _service_available(marker):
+        return
+    if os.environ.get(REQUIRE_SERVICES_ENV):
+        pytest.fail(
+            f"needs {needs}, which is not there; {REQUIRE_SERVICES_ENV} is set (.ci/run sets it), "
+            "so a missing service fails the run instead of skipping its tests",
+            pytrace=False,
+        )
+    pytest.skip(f"needs {needs} (bash scripts/test-services.sh installs what it can)")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip a test whose service is missing, with the reason; under .ci/run, fail it."""
-    for marker, (needs, _) in SERVICES.items():
-        if item.get_closest_marker(marker) is None or _service_available(marker):
-            continue
-        if os.environ.get(REQUIRE_SERVICES_ENV):
-            pytest.fail(
-                f"needs {needs}, which is not there; {REQUIRE_SERVICES_ENV} is set (.ci/run sets "
-                "it), so a missing service fails the run instead of skipping its tests",
-                pytrace=False,
-            )
-        pytest.skip(f"needs {needs} (bash scripts/test-services.sh installs what it can)")
+    """Apply ``require_service`` to every service marker of the test."""
+    for marker in SERVICES:
+        if item.get_closest_marker(marker) is not None:
+            require_service(marker)
 
 
 N_ROWS = 400

@@ -81,7 +81,7 @@ def test_the_crd_check_refuses_a_misspelled_field(out):
     assert crd_errors(document, KSERVE_CRD, "v1beta1")
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl (kustomize)")
+@pytest.mark.kubectl
 @pytest.mark.parametrize("stage", ["staging", "production"])
 def test_each_overlay_builds_with_kustomize_into_valid_resources(out, stage):
     built = subprocess.run(

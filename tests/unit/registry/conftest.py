@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,24 +11,9 @@ import pytest
 
 import rtserve
 from rtserve.registry import Registry
+from tests.conftest import require_service
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@functools.cache
-def postgres_available() -> bool:
-    """Whether the test PostgreSQL answers (asked once per session)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(POSTGRES.replace("://", "+psycopg://", 1))
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except sa.exc.OperationalError:
-        return False
-    finally:
-        engine.dispose()
-    return True
 
 
 @pytest.fixture
@@ -37,8 +21,7 @@ def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
     import sqlalchemy as sa
 
-    if not postgres_available():
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    require_service("postgres")
     name = f"rtreg_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(POSTGRES.replace("://", "+psycopg://", 1))
     with admin.begin() as conn:
