@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from rtserve.cli.options import PinDigest, StrictVersions, TrustPickle
 from rtserve.cli.output import print_note, print_warning, stderr
 
 # Equal to rtserve.deploy.batch.DEFAULT_BATCH_SIZE / DEFAULT_ROWS_PER_TASK (a test keeps them
@@ -107,26 +108,9 @@ def batch(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace output files left by an earlier run.")
     ] = False,
-    trust_pickle: Annotated[
-        bool,
-        typer.Option(
-            "--trust-pickle", help="Allow a pickle bundle to load (runs code from the bundle)."
-        ),
-    ] = False,
-    pin_digest: Annotated[
-        str | None,
-        typer.Option(
-            "--pin-digest",
-            metavar="sha256:HEX",
-            help="The bundle digest you expect; required with --trust-pickle.",
-        ),
-    ] = None,
-    strict_versions: Annotated[
-        bool,
-        typer.Option(
-            "--strict-versions", help="Refuse, rather than warn, on framework version mismatch."
-        ),
-    ] = False,
+    trust_pickle: TrustPickle = False,
+    pin_digest: PinDigest = None,
+    strict_versions: StrictVersions = False,
     progress: Annotated[
         bool | None,
         typer.Option(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from rtserve.cli.options import BundleArg, JsonFlag, PinDigest, StrictVersions, TrustPickle
 from rtserve.cli.output import print_json, print_warning, stderr, stdout
 from rtserve.cli.signing import RequireSignature, TrustedKeys, signature_line
 from rtserve.errors import BundleError, RtserveError
@@ -23,33 +24,6 @@ if TYPE_CHECKING:
 #: ``rtserve.bundle.sample.DEFAULT_ROWS``, written out so that the help needs no numpy (a test
 #: keeps the two equal).
 DEFAULT_VALIDATION_ROWS = 200
-
-JsonFlag = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document instead of readable text.")
-]
-BundleArg = Annotated[Path, typer.Argument(help="Bundle directory or .tar.gz.", show_default=False)]
-TrustPickle = Annotated[
-    bool,
-    typer.Option(
-        "--trust-pickle",
-        help="Allow a pickle bundle to load: this runs code from the bundle. Needs --pin-digest.",
-    ),
-]
-PinDigest = Annotated[
-    str | None,
-    typer.Option(
-        "--pin-digest",
-        metavar="sha256:HEX",
-        help="The bundle digest you expect; the bundle is refused if it differs.",
-    ),
-]
-StrictVersions = Annotated[
-    bool,
-    typer.Option(
-        "--strict-versions",
-        help="Refuse, rather than warn, when a framework's minor version differs from the build.",
-    ),
-]
 
 PICKLE_TRUST_NOTE = (
     "{path} is a pickle: loading it runs code stored in the file. rtserve does it because you "

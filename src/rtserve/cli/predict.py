@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from rtserve.cli.options import PinDigest, StrictVersions, TrustPickle
 from rtserve.cli.output import STDOUT, stderr
 from rtserve.errors import MalformedRequestError
 
@@ -52,26 +53,9 @@ def predict(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Rows validated and predicted at a time.")
     ] = DEFAULT_BATCH_SIZE,
-    trust_pickle: Annotated[
-        bool,
-        typer.Option(
-            "--trust-pickle", help="Allow a pickle bundle to load (runs code from the bundle)."
-        ),
-    ] = False,
-    pin_digest: Annotated[
-        str | None,
-        typer.Option(
-            "--pin-digest",
-            metavar="sha256:HEX",
-            help="The bundle digest you expect; required with --trust-pickle.",
-        ),
-    ] = None,
-    strict_versions: Annotated[
-        bool,
-        typer.Option(
-            "--strict-versions", help="Refuse, rather than warn, on framework version mismatch."
-        ),
-    ] = False,
+    trust_pickle: TrustPickle = False,
+    pin_digest: PinDigest = None,
+    strict_versions: StrictVersions = False,
     on_invalid: Annotated[
         OnInvalid,
         typer.Option(

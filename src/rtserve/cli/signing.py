@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from rtserve.cli.options import JsonFlag
 from rtserve.cli.output import print_json, print_note, print_warning, stdout
 
 #: File name stem of the key pair ``rtserve keygen`` writes when no ``--name`` is given.
@@ -48,9 +49,7 @@ def keygen(
     name: Annotated[
         str, typer.Option("--name", help="File name stem: NAME.pem and NAME.pub.pem.")
     ] = DEFAULT_KEY_NAME,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document instead of readable text.")
-    ] = False,
+    json_output: JsonFlag = False,
 ) -> None:
     """Write a new Ed25519 signing key (NAME.pem, mode 0600) and its public key (NAME.pub.pem).
 
@@ -107,9 +106,7 @@ def sign(
             show_default=False,
         ),
     ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document instead of readable text.")
-    ] = False,
+    json_output: JsonFlag = False,
 ) -> None:
     """Sign a bundle's digest with an Ed25519 key, writing rtserve.sig beside rtserve.yaml.
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from rtserve.cli.options import PinDigest, TrustPickle
 from rtserve.cli.output import print_note
 
 
@@ -84,20 +85,8 @@ def stream(
     max_message_bytes: Annotated[
         int, typer.Option("--max-message-bytes", min=1, help="Larger messages are rejected.")
     ] = 1024 * 1024,
-    trust_pickle: Annotated[
-        bool,
-        typer.Option(
-            "--trust-pickle", help="Allow a pickle bundle to load (runs code from the bundle)."
-        ),
-    ] = False,
-    pin_digest: Annotated[
-        str | None,
-        typer.Option(
-            "--pin-digest",
-            metavar="sha256:HEX",
-            help="The bundle digest you expect; required with --trust-pickle.",
-        ),
-    ] = None,
+    trust_pickle: TrustPickle = False,
+    pin_digest: PinDigest = None,
 ) -> None:
     """Score a stream of JSON records from NATS JetStream, Redis Streams, RabbitMQ or Kafka.
 
