@@ -134,6 +134,72 @@ class LoadingSettings(BaseModel):
         description="Predict with each model's own framework even where its bundle's ONNX export "
         "passed the parity gate at build (ONNX Runtime serves those by default).",
     )
+    require_signature: bool = Field(
+        default=False,
+        description="Refuse every bundle without a valid signature by one of trusted_keys "
+        "(checked at each load, including hot swaps from the registry).",
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="Ed25519 public-key PEM files whose bundle signatures are accepted; read "
+        "once at start (a bad file refuses the start).",
+    )
+
+    @model_validator(mode="after")
+    def _signature_needs_keys(self) -> LoadingSettings:
+        if self.require_signature and not self.trusted_keys:
+            raise ValueError(
+                "loading.require_signature needs at least one public key in loading.trusted_keys"
+            )
+        return self
+
+
+class RegistrySettings(BaseModel):
+    """Serving from a model registry: which stage pointers to follow, and how often to look."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        default=None,
+        description="A registry directory (registry.db and artifacts/ inside), or a database URL "
+        "(sqlite:///..., postgresql://...) together with registry.store.",
+    )
+    store: str | None = Field(
+        default=None, description="Artifact store (directory or fsspec URL) for a database URL."
+    )
+    follow: list[str] = Field(
+        default_factory=list,
+        description="NAME@STAGE (or NAME@ALIAS) specs to serve and follow, e.g. fraud@production.",
+    )
+    poll_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="Seconds between two reads of the followed pointers (one query each time).",
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="Where artifacts from a remote store are cached (default: a temp directory).",
+    )
+    actor: str = Field(
+        default="server:rtserve",
+        description="Who the server's load/swap/unload events name in the audit log.",
+    )
+    drain_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Most seconds an old version waits for its in-flight requests after a swap.",
+    )
+
+    @model_validator(mode="after")
+    def _follow_needs_url(self) -> RegistrySettings:
+        if self.follow and not self.url:
+            raise ValueError("registry.follow needs registry.url (a directory or database URL)")
+        for spec in self.follow:
+            name, at, ref = spec.partition("@")
+            if not name or not at or not ref:
+                raise ValueError(f"registry.follow entry {spec!r} is not NAME@STAGE")
+        return self
 
 
 class BatchingSettings(BaseModel):
@@ -469,6 +535,9 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(
         default_factory=BatchingSettings, description="Batching and runtime concurrency."
     )
+    registry: RegistrySettings = Field(
+        default_factory=RegistrySettings, description="Serving from a model registry."
+    )
     cache: CacheSettings = Field(default_factory=CacheSettings, description="Response cache.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Authentication.")
     limits: LimitSettings = Field(default_factory=LimitSettings, description="Request limits.")
@@ -669,6 +738,12 @@ class _RenamingEnvSource(EnvSettingsSource):
             _deprecated(f"environment variable {old}", new, rename)
             if new.lower() not in env:
                 env[new.lower()] = _converted(rename, value, old)
+        # ``RTSERVE_REGISTRY`` is the registry CLI's directory (a plain string), not the JSON of
+        # the ``registry`` group: it names the registry a server follows too.
+        plain = env.get(f"{ENV_PREFIX}registry".lower())
+        if plain is not None and not plain.lstrip().startswith("{"):
+            env.pop(f"{ENV_PREFIX}registry".lower())
+            env.setdefault(f"{ENV_PREFIX}registry__url".lower(), plain)
         return env
 
 

@@ -74,13 +74,14 @@ def test_every_route_follows_its_role(secured: TestClient, route: Route) -> None
     for headers in ({}, {"x-api-key": "not-a-key"}, {"authorization": "Bearer a.b.c"}):
         status = call(secured, route, headers)
         assert (status != 401) if public else (status == 401), (headers, status)
+    # past the guard, the admin swap routes answer 409 here: this server has no registry
+    passed = {200, 409} if route.tag == "admin" else {200}
     for held, key in KEYS.items():
         status = call(secured, route, {"x-api-key": key})
-        expected = 200 if allowed(held, route.role) else 403
-        assert status == expected, (held, status)
+        assert status in (passed if allowed(held, route.role) else {403}), (held, status)
     for held in ("predict", "read", "admin"):
         status = call(secured, route, {"authorization": f"Bearer {bearer([held])}"})
-        assert status == (200 if allowed(held, route.role) else 403), (held, status)
+        assert status in (passed if allowed(held, route.role) else {403}), (held, status)
 
 
 def test_a_401_says_how_to_authenticate_and_a_403_which_role_is_missing(

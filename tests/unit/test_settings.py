@@ -39,6 +39,8 @@ DURATIONS = {
     "breaker.open_s",
     "drift.window_s",
     "drift.refresh_s",
+    "registry.poll_interval_s",
+    "registry.drain_timeout_s",
 }
 #: Every leaf that is a size in bytes (an int, named ``*_bytes``).
 SIZES = {
@@ -296,3 +298,10 @@ def test_worker_processes_get_the_same_settings_secrets_and_policies_included(mo
     assert copy == settings
     assert copy.auth.jwt_secret is not None
     assert copy.auth.jwt_secret.get_secret_value() == "s3cret"
+
+
+def test_the_registry_clis_plain_rtserve_registry_variable_names_the_registry_a_server_follows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RTSERVE_REGISTRY", "./registry")
+    assert Settings.load().registry.url == "./registry"

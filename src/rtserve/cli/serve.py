@@ -18,8 +18,12 @@ if TYPE_CHECKING:
 
 def serve(
     bundles: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Bundle directories or .tar.gz archives (default: RTSERVE_BUNDLES)."),
+        list[str] | None,
+        typer.Argument(
+            help="Bundle directories or .tar.gz archives (default: RTSERVE_BUNDLES); with "
+            "--registry, NAME@STAGE specs to serve and follow (e.g. fraud@production).",
+            show_default=False,
+        ),
     ] = None,
     host: Annotated[
         str | None, typer.Option(help="Interface to bind [default: 127.0.0.1].")
@@ -36,10 +40,24 @@ def serve(
         typer.Option("--trust-pickle", help="Allow pickle bundles whose digest is pinned."),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve from this registry (a directory, or a database URL with "
+            "RTSERVE_REGISTRY__STORE) and follow its stage pointers [default: none].",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between reads of the followed pointers [default: 2]."),
+    ] = None,
 ) -> None:
     """Serve bundles with the Open Inference Protocol (/v2) and the records API (/v1).
 
     Example: rtserve serve bundles/fraud-1 bundles/churn-3.tar.gz --port 8080 --workers 2
+
+    From a registry: rtserve serve --registry ./registry fraud@production churn@production
+    (a new production version is loaded, warmed up and switched to without dropping a request).
 
     Health: /v2/health/live, /v2/health/ready (also /healthz, /readyz); docs at /docs.
     """
@@ -47,17 +65,31 @@ def serve(
     from rtserve.server.runner import run
     from rtserve.settings import Settings
 
+    specs = registry is not None and bundles
     settings = Settings.load(
         config,
-        bundles=[str(b) for b in bundles] if bundles else None,
+        bundles=None if specs or not bundles else [str(b) for b in bundles],
+        registry__url=registry,
+        registry__follow=list(bundles) if specs and bundles else None,
+        registry__poll_interval_s=poll_interval,
         server__host=host,
         server__port=port,
         server__workers=workers,
         loading__trust_pickle=trust_pickle,
         logging__level=log_level,
     )
-    if not settings.bundles:
-        raise typer.BadParameter("give at least one bundle (or set RTSERVE_BUNDLES)")
+    if not settings.bundles and not settings.registry.follow:
+        raise typer.BadParameter(
+            "give at least one bundle (or set RTSERVE_BUNDLES), or --registry DIR NAME@STAGE ..."
+        )
+    url = settings.registry.url
+    if settings.registry.follow and url and "://" not in url and not Path(url).is_dir():
+        raise typer.BadParameter(
+            f"no registry at {url}: create one with `rtserve registry --registry {url} init`"
+        )
+    from rtserve.bundle.signature import load_public_keys
+
+    load_public_keys(settings.loading.trusted_keys)  # a bad key file: one error line, no start
     missing = [b for b in settings.bundles if not Path(b).exists()]
     if missing:
         raise typer.BadParameter(f"no such bundle: {', '.join(missing)}")
@@ -65,7 +97,8 @@ def serve(
     require_free_port(server.host, server.port)
     configure_logging(settings.logging.level)
     typer.echo(
-        f"rtserve: serving {len(settings.bundles)} bundle(s) on http://{server.host}:"
+        f"rtserve: serving {len(settings.bundles) + len(settings.registry.follow)} model(s) on "
+        f"http://{server.host}:"
         f"{server.port} with {server.workers} worker(s); docs at /docs\n"
         f"rtserve: {decision_log_destination(settings)}",
         err=True,

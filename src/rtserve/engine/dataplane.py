@@ -46,6 +46,8 @@ _INDEX_STATES = {
 #: Bodies larger than this are decoded and validated off the event loop.
 OFFLOAD_BYTES = 64 << 10
 SERVER_NAME = "rtserve"
+#: Response header naming the model version that answered (both protocols; the body says it too).
+VERSION_HEADER = "RTSERVE-Model-Version"
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,32 @@ class DataPlane:
             "description": manifest.description if manifest else "",
             "input_schema": record_schema(manifest.model_schema) if manifest else None,
             "outputs": manifest.model_schema.outputs.model_dump(mode="json") if manifest else None,
+            "card": served.card,
+            "last_swap": self.manager.swaps.get(served.name),
+        }
+
+    def model_versions(self, name: str) -> dict[str, Any]:
+        """Admin view of a name: every resident version, which one answers unversioned calls,
+        and how the last version change (from the registry) ended."""
+        self._served(name, None)
+        default = self.manager.default_version(name)
+        return {
+            "name": name,
+            "default_version": default,
+            "last_swap": self.manager.swaps.get(name),
+            "versions": [
+                {
+                    "version": served.version,
+                    "default": served.version == default,
+                    "state": served.state.value,
+                    "reason": served.reason or None,
+                    "digest": served.digest,
+                    "since": served.since,
+                    "in_flight": served.inflight,
+                }
+                for served in self._sorted_models()
+                if served.name == name
+            ],
         }
 
     # --- inference ------------------------------------------------------------------------
@@ -198,6 +226,20 @@ class DataPlane:
     ) -> Reply:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
         served = self.route(name, version, trace)
+        served.inflight += 1  # the version drains (a hot swap waits) until this request ends
+        try:
+            return await self._infer_v2(served, body, header_length, trace, deadline)
+        finally:
+            served.inflight -= 1
+
+    async def _infer_v2(
+        self,
+        served: ServedModel,
+        body: bytes,
+        header_length: int | None,
+        trace: RequestTrace,
+        deadline: Deadline | None,
+    ) -> Reply:
         trace.protocol = "v2"
         predictor, batcher = served.require_ready()
         limits, tensor_limits = self.limits, self.tensor_limits
@@ -230,6 +272,7 @@ class DataPlane:
         )
         if fallback:
             headers[FALLBACK_HEADER] = fallback
+        headers[VERSION_HEADER] = served.version
         return Reply(payload, headers)
 
     async def predict_records(
@@ -242,6 +285,15 @@ class DataPlane:
     ) -> Reply:
         """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
         served = self.route(name, version, trace)
+        served.inflight += 1  # the version drains (a hot swap waits) until this request ends
+        try:
+            return await self._predict_records(served, body, trace, deadline)
+        finally:
+            served.inflight -= 1
+
+    async def _predict_records(
+        self, served: ServedModel, body: bytes, trace: RequestTrace, deadline: Deadline | None
+    ) -> Reply:
         trace.protocol = "records"
         predictor, batcher = served.require_ready()
         validator: Validator = predictor.validator
@@ -267,7 +319,10 @@ class DataPlane:
             version=served.version,
             request_id=trace.request_id,
         )
-        return Reply(payload, {FALLBACK_HEADER: fallback} if fallback else {})
+        headers = {VERSION_HEADER: served.version}
+        if fallback:
+            headers[FALLBACK_HEADER] = fallback
+        return Reply(payload, headers)
 
     def route(self, name: str, version: str | None, trace: RequestTrace) -> ServedModel:
         """The served model version that answers this request, noted in ``trace``.

@@ -1,15 +1,23 @@
-"""What is loaded now: served models by name and version, their state, and readiness."""
+"""What is loaded now: served models by name and version, their state, and readiness.
+
+A hot swap (``prepare`` -> ``install`` -> ``retire``) keeps two versions of a name resident only
+while the old one drains: the new one is loaded and warmed up off to the side, switched in with
+one assignment under the lock, and the old one is closed once no request holds it.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import Manifest
 from rtserve.bundle.naming import version_order_key
+from rtserve.bundle.signature import TrustedKey, load_public_keys
 from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.cache import ResponseCache
 from rtserve.engine.loader import load, serving
@@ -43,6 +51,20 @@ class ServedModel:
     serving_reason: str = ""
     #: Responses by validated input (None: ``cache.max_entries`` is 0).
     cache: ResponseCache | None = None
+    #: Requests routed to this version and not yet answered (the event loop counts them).
+    inflight: int = 0
+    #: The registry's model card for this version (None when not served from a registry).
+    card: dict[str, Any] | None = None
+    #: When this version became loaded (Unix time).
+    since: float = field(default_factory=time.time)
+    #: True when the failure (``state`` FAILED) was the warm-up parity check, not the load.
+    warmup_failed: bool = False
+
+    def idle(self) -> bool:
+        """No request holds this version and its batcher has nothing queued or running."""
+        batcher = self.batcher
+        busy = batcher is not None and (batcher.queued > 0 or batcher.busy > 0)
+        return self.inflight == 0 and not busy
 
     @property
     def ready(self) -> bool:
@@ -71,6 +93,13 @@ class ModelManager:
     broken: dict[str, str] = field(default_factory=dict)
     #: Bundles still to be loaded at start-up; readiness waits for all of them.
     pending: int = 0
+    #: The public keys of ``loading.trusted_keys``, read once (a bad file raises at once).
+    trusted_keys: list[TrustedKey] = field(init=False)
+    #: Per name: the last version change tried (from the registry) and how it ended.
+    swaps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.trusted_keys = load_public_keys(self.settings.loading.trusted_keys)
 
     def load_all(self, sources: list[str]) -> None:
         """Load every bundle in turn; one bad bundle does not stop the others."""
@@ -92,9 +121,6 @@ class ModelManager:
         The model becomes READY only if a warm-up on its validation sample reproduces the
         outputs recorded at build time.
         """
-        import time
-
-        started = time.perf_counter()
         label = str(source)
         try:
             bundle = Bundle.open(source, max_bytes=self.settings.loading.max_bundle_bytes)
@@ -102,7 +128,30 @@ class ModelManager:
             logger.error("bundle %s cannot be opened: %s", label, exc.message)
             self.broken[label] = exc.message
             raise
-        served = ServedModel(
+        served = self._served_for(bundle, label)
+        self._register(served)
+        return self._bring_up(served, bundle)
+
+    def prepare(self, source: str | Path, card: dict[str, Any] | None = None) -> ServedModel:
+        """Load and warm up a bundle beside what serves now, without serving it.
+
+        Returns the version READY (hand it to ``install``) or FAILED with the reason; nothing
+        routes to it meanwhile, so readiness and the answering version are untouched.
+        """
+        label = str(source)
+        try:
+            bundle = Bundle.open(source, max_bytes=self.settings.loading.max_bundle_bytes)
+        except RtserveError as exc:
+            logger.error("bundle %s cannot be opened: %s", label, exc.message)
+            failed = ServedModel(name="", version="", source=label, card=card)
+            failed.state, failed.reason = ModelState.FAILED, exc.message
+            return failed
+        served = self._served_for(bundle, label)
+        served.card = card
+        return self._bring_up(served, bundle)
+
+    def _served_for(self, bundle: Bundle, label: str) -> ServedModel:
+        return ServedModel(
             name=bundle.name,
             version=bundle.version,
             source=label,
@@ -110,7 +159,9 @@ class ModelManager:
             platform=bundle.manifest.runtime.adapter,
             manifest=bundle.manifest,
         )
-        self._register(served)
+
+    def _bring_up(self, served: ServedModel, bundle: Bundle) -> ServedModel:
+        started = time.perf_counter()
         try:
             choice = serving(
                 bundle.manifest, force_native=self.settings.loading.force_native_runtime
@@ -133,6 +184,7 @@ class ModelManager:
                 predictor = self._predictor(bundle, force_native=True)
                 report = predictor.check_parity(self.settings.loading.parity_tolerance)
             if not report.passed:
+                served.warmup_failed = True
                 raise NotReadyError(report.describe())
             served.platform, served.serving_reason = choice.runtime, choice.reason
             guard = ModelGuard.build(
@@ -186,6 +238,8 @@ class ModelManager:
             pinned_digest=self.settings.loading.pinned_digests.get(bundle.name),
             strict_versions=self.settings.loading.strict_versions,
             force_native=force_native,
+            trusted_keys=self.trusted_keys,
+            require_signature=self.settings.loading.require_signature,
         )
 
     def _register(self, served: ServedModel) -> None:
@@ -201,6 +255,74 @@ class ModelManager:
             # The unversioned routes answer with the newest version by version order, whatever
             # order the bundles were given in.
             self._default[served.name] = max(versions, key=version_order_key)
+
+    def install(self, served: ServedModel) -> ServedModel | None:
+        """Make a READY version the one unversioned calls get, in one step under the lock.
+
+        Returns the version that answered before (None if there was none, or it is this one);
+        requests already routed to it finish on it (they hold it), new ones get ``served``.
+        """
+        if not served.ready:
+            raise NotReadyError(
+                f"model {served.name}:{served.version} is {served.state.value}; only a READY "
+                "version is switched to",
+                field="model",
+            )
+        with self._lock:
+            versions = self._models.setdefault(served.name, {})
+            current = versions.get(served.version)
+            if current is not None and current is not served and current.ready:
+                served = current  # already resident (side by side): switch to it
+            else:
+                versions[served.version] = served
+            previous_key = self._default.get(served.name)
+            self._default[served.name] = served.version
+        previous = versions.get(previous_key) if previous_key is not None else None
+        return previous if previous is not served else None
+
+    def add(self, served: ServedModel) -> None:
+        """Make a READY version resident beside the default one (explicit version routes only)."""
+        with self._lock:
+            versions = self._models.setdefault(served.name, {})
+            if served.version in versions:
+                raise RtserveError(
+                    f"model {served.name}:{served.version} is already loaded", field="version"
+                )
+            versions[served.version] = served
+
+    def default_version(self, name: str) -> str | None:
+        """The version unversioned calls of ``name`` get, if the name is served."""
+        return self._default.get(name)
+
+    def retire(self, served: ServedModel, timeout: float = 60.0) -> bool:
+        """Stop routing to a version that is not the default, wait until it drains, close it.
+
+        Blocks (call it from a thread): requests already holding the version finish on it.
+        Returns False if it was still busy after ``timeout`` seconds (it is closed anyway;
+        its batcher lets running batches finish).
+        """
+        with self._lock:
+            versions = self._models.get(served.name, {})
+            if self._default.get(served.name) == served.version:
+                raise RtserveError(
+                    f"model {served.name}:{served.version} answers the unversioned calls; switch "
+                    "to another version before unloading it",
+                    field="version",
+                )
+            if versions.get(served.version) is served:
+                del versions[served.version]
+        # A request routed a moment before the switch increments ``inflight`` in the same
+        # event-loop step; a short grace covers a thread reading between those two lines.
+        time.sleep(0.05)
+        deadline = time.monotonic() + timeout
+        drained = served.idle()
+        while not drained and time.monotonic() < deadline:
+            time.sleep(0.01)
+            drained = served.idle()
+        if served.batcher is not None:
+            served.batcher.close()
+        served.state = ModelState.UNLOADED
+        return drained
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
         """The served model for ``name`` (its newest loaded version unless ``version`` is given)."""

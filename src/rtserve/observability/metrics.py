@@ -287,6 +287,13 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.model_swaps = Counter(
+            "rtserve_model_swaps",
+            "Version changes of a model followed from the registry, by outcome: swapped (the new "
+            "version answers), refused (it failed to load) or warmup_failed (parity failed).",
+            ["model", "outcome"],
+            registry=r,
+        )
         # --- drift (computed per process over its own window) ----------------------------------
         feature = [*model, "feature"]
         self.drift_psi = Gauge(

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from rtserve.engine.dataplane import DataPlane
 from rtserve.engine.manager import ModelManager
+from rtserve.errors import RtserveError
 from rtserve.observability.hub import Observability
 from rtserve.server.error_handlers import EXCEPTION_HANDLERS
 from rtserve.server.fastpath import InferenceRouter
@@ -62,10 +63,36 @@ def create_app(
     async def docs(request: Request) -> Response:
         return HTMLResponse(DOCS_HTML)
 
+    def count_swap(model: str, outcome: str) -> None:
+        if observability.metrics is not None:
+            observability.metrics.model_swaps.labels(model, outcome).inc()
+
+    def start_up() -> None:
+        """Registry specs first (then follow them), then the bundles given as paths."""
+        follow = settings.registry.follow
+        if follow:
+            # imported only when serving from a registry (SQLAlchemy and Alembic are heavy)
+            from rtserve.engine.follower import RegistryFollower, open_registry
+
+            try:
+                follower = RegistryFollower(
+                    manager, open_registry(settings.registry), settings.registry, count_swap
+                )
+            except RtserveError as exc:
+                logger.error("registry %s cannot be opened: %s", settings.registry.url, exc)
+                manager.broken[str(settings.registry.url)] = exc.message
+                manager.pending -= len(follow)
+            else:
+                app_state.follower = follower
+                follower.load_initial()
+                follower.start()
+        manager.load_all(settings.bundles)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        manager.pending = len(settings.bundles)  # unready from the first request on
-        loading = asyncio.create_task(asyncio.to_thread(manager.load_all, settings.bundles))
+        # unready from the first request on
+        manager.pending = len(settings.bundles) + len(settings.registry.follow)
+        loading = asyncio.create_task(asyncio.to_thread(start_up))
         if freeze_gc:
             loading.add_done_callback(_freeze_long_lived)
         observability.start()
@@ -77,6 +104,8 @@ def create_app(
             plane.draining = True
             if not loading.done():
                 await asyncio.wait({loading}, timeout=5)
+            if app_state.follower is not None:
+                await asyncio.to_thread(app_state.follower.stop)
             manager.close()
             await guards.rate.close()
             await asyncio.to_thread(observability.close)  # drain queues, close sinks
@@ -115,6 +144,8 @@ def create_app(
     app.state.observability = observability
     app.state.guards = guards
     app.state.inference_router = router
+    app.state.follower = None  # set once the registry is open (serving from a registry)
+    app_state = app.state
     return app
 
 

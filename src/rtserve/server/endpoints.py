@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from rtserve.engine.dataplane import DataPlane, Reply
-from rtserve.errors import MalformedRequestError, UnsupportedMediaTypeError
+from rtserve.errors import (
+    MalformedRequestError,
+    NotFoundError,
+    RegistryConflictError,
+    UnsupportedMediaTypeError,
+)
 from rtserve.events import RequestTrace
 from rtserve.guard.deadline import Deadline
+
+if TYPE_CHECKING:  # the follower (and the registry under it) loads only with a registry
+    from rtserve.engine.follower import RegistryFollower as RegistryFollowerLike
 
 JSON = "application/json"
 _JSON_TYPES = ("application/json", "text/json")
@@ -174,3 +183,61 @@ async def index(request: Request) -> Response:
         for m in _plane(request).manager.all()
     )
     return HTMLResponse(f"<h1>rtserve</h1><p><a href='/docs'>API docs</a></p><ul>{models}</ul>")
+
+
+# --- admin: versions and hot swap -------------------------------------------------------------
+
+
+def _follower(request: Request) -> RegistryFollowerLike:
+    follower: RegistryFollowerLike | None = request.app.state.follower
+    if follower is None:
+        raise RegistryConflictError(
+            "this server does not serve from a registry, so there is nothing to reload or load; "
+            "start it with `rtserve serve --registry DIR NAME@STAGE` (or registry.follow)",
+            field="registry",
+        )
+    return follower
+
+
+async def model_versions(request: Request) -> Response:
+    """Admin: the resident versions of a model, which one is the default, the last swap."""
+    return _json(_plane(request).model_versions(request.path_params["name"]))
+
+
+async def reload(request: Request) -> Response:
+    """Admin: read the registry pointer now and swap if it moved (also retries a refused one)."""
+    name = request.path_params["name"]
+    follower = _follower(request)
+    if name not in follower.followed:
+        raise NotFoundError(
+            f"model {name!r} is not followed from the registry here; followed: "
+            f"{sorted(follower.followed)}",
+            field="model_name",
+        )
+    status = await asyncio.to_thread(follower.check, name, reason="admin reload", force=True)
+    return _json(status)
+
+
+async def load_version(request: Request) -> Response:
+    """Admin: load a registry version beside the default one (for explicit version calls)."""
+    follower = _follower(request)
+    name, version = request.path_params["name"], request.path_params["version"]
+    return _json(await asyncio.to_thread(follower.load_version, name, version))
+
+
+async def unload_version(request: Request) -> Response:
+    """Admin: unload a version after it drains; never the one unversioned calls get."""
+    name, version = request.path_params["name"], request.path_params["version"]
+    manager = _plane(request).manager
+    if manager.default_version(name) == version:
+        raise RegistryConflictError(
+            f"model {name}:{version} answers the unversioned calls; promote or roll back "
+            "another version first, then unload this one",
+            field="version",
+        )
+    follower: RegistryFollowerLike | None = request.app.state.follower
+    if follower is not None:
+        return _json(await asyncio.to_thread(follower.unload_version, name, version))
+    served = manager.get(name, version)
+    await asyncio.to_thread(manager.retire, served, manager.settings.registry.drain_timeout_s)
+    return _json({"model": name, "version": version, "state": served.state.value})

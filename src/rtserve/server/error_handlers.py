@@ -30,6 +30,11 @@ from rtserve.errors import (
     PermissionDeniedError,
     PredictionError,
     RateLimitedError,
+    RegistryConflictError,
+    RegistryInputError,
+    RegistryNotFoundError,
+    RegistryPermissionError,
+    RegistryStorageError,
     RequestTimeoutError,
     RtserveError,
     UnavailableError,
@@ -57,6 +62,11 @@ STATUS_OF: tuple[tuple[type[RtserveError], int], ...] = (
     (DeadlineExceededError, 504),
     (PredictionError, 500),
     (BundleError, 500),
+    (RegistryInputError, 400),
+    (RegistryPermissionError, 403),
+    (RegistryNotFoundError, 404),
+    (RegistryConflictError, 409),
+    (RegistryStorageError, 503),
 )
 
 _HTTP_CODES = {
@@ -67,6 +77,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    409: "conflict",
     429: "too_many_requests",
 }
 

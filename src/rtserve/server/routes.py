@@ -139,6 +139,42 @@ ROUTES: tuple[RouteSpec | InferenceRoute, ...] = (
         "records",
     ),
     RouteSpec(
+        "GET",
+        "/v1/models/{name}/versions",
+        endpoints.model_versions,
+        "v1_model_versions",
+        "admin",
+        "Resident versions",
+        "admin",
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/models/{name}:reload",
+        endpoints.reload,
+        "v1_reload",
+        "admin",
+        "Re-read the registry pointer now",
+        "admin",
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/models/{name}/versions/{version}:load",
+        endpoints.load_version,
+        "v1_load_version",
+        "admin",
+        "Load a registry version side by side",
+        "admin",
+    ),
+    RouteSpec(
+        "POST",
+        "/v1/models/{name}/versions/{version}:unload",
+        endpoints.unload_version,
+        "v1_unload_version",
+        "admin",
+        "Unload a non-default version",
+        "admin",
+    ),
+    RouteSpec(
         "GET", "/metrics", monitoring.metrics, "metrics", "read", "Prometheus metrics", "observe"
     ),
     RouteSpec(

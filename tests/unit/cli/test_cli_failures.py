@@ -111,7 +111,23 @@ FAILURES: dict[str, tuple[Callable[[Path, ModelFiles, Path], list[object]], int]
         1,
     ),
     "serve: missing bundle": (lambda b, f, t: ["serve", t / "missing"], 2),
+    "serve: a registry directory that does not exist": (
+        lambda b, f, t: ["serve", "--registry", t / "no-registry", "fraud@production"],
+        2,
+    ),
+    "serve: a trusted key file that is no key": (
+        lambda b, f, t: ["serve", b, "--config", _bad_key_config(t)],
+        1,
+    ),
 }
+
+
+def _bad_key_config(tmp_path: Path) -> Path:
+    key = tmp_path / "not-a-key.pem"
+    key.write_text("not a key")
+    config = tmp_path / "bad-key.yaml"
+    config.write_text(f"loading:\n  require_signature: true\n  trusted_keys: ['{key}']\n")
+    return config
 
 
 @pytest.mark.parametrize("case", sorted(FAILURES))
