@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rtserve.errors import (
+    AccessError,
     AuthenticationError,
     BundleError,
     DeadlineExceededError,
@@ -55,6 +56,7 @@ STATUS_OF: tuple[tuple[type[RtserveError], int], ...] = (
     (InputError, 400),
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
+    (AccessError, 403),  # any other refusal of the caller: never a 500
     (RateLimitedError, 429),
     (NotFoundError, 404),
     (NotReadyError, 503),

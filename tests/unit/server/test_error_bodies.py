@@ -184,3 +184,13 @@ def test_the_configured_tensor_limits_reach_the_v2_decoder(bundle):
         response = client.post("/v2/models/m/infer", json=_v2([6, 2], [0.5] * 12))
     assert response.status_code == 413
     assert response.json()["field"] == "inputs[0].shape"
+
+
+def test_a_new_kind_of_access_refusal_is_a_403_not_a_500():
+    from rtserve.errors import AccessError
+    from rtserve.server.error_handlers import status_for
+
+    class NotOnTheAllowList(AccessError):
+        code = "not_allowed"
+
+    assert status_for(NotOnTheAllowList("client 10.0.0.9 is not on the allow-list")) == 403
