@@ -45,6 +45,7 @@ class _Context:
     token: str | None
     actor: str | None
     json: bool
+    trusted_keys: list[Path]
 
     def open(self) -> Registry:
         from rtserve.registry import Registry
@@ -55,7 +56,14 @@ class _Context:
                 "--registry-url URL with --store URL (or set RTSERVE_REGISTRY)",
                 field="registry",
             )
-        return Registry.open(self.directory, url=self.url, store=self.store)
+        from rtserve.bundle.signature import load_public_keys
+
+        return Registry.open(
+            self.directory,
+            url=self.url,
+            store=self.store,
+            trusted_keys=load_public_keys(self.trusted_keys),
+        )
 
     def who(self) -> str:
         """The acting principal: authenticated when the config's auth is on, else as claimed."""
@@ -144,9 +152,19 @@ def _options(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON documents.")] = False,
+    trusted_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trusted-key",
+            help="A public key (PEM) production versions may be signed by, for models whose "
+            "policy requires a signature (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """The model registry: versions, stages, approvals and the audit log."""
-    ctx.obj = _Context(registry, registry_url, store, config, api_key, token, actor, as_json)
+    ctx.obj = _Context(
+        registry, registry_url, store, config, api_key, token, actor, as_json, trusted_key or []
+    )
 
 
 def _emit(ctx: _Context, document: Any, line: str) -> None:

@@ -40,7 +40,8 @@ class Policy:
 
     ``approver_roles`` are registry roles (``admin`` always qualifies); ``approvers``, when not
     empty, restricts approval to those principals (who must still hold an approving role).
-    ``require_signature`` asks that production versions be signed (checked by the signing layer).
+    ``require_signature`` asks that production versions be signed by one of the registry's
+    trusted keys (checked when the promotion is requested).
     """
 
     required_approvals: int = 1

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.naming import check_name, check_version, version_order_key
+from rtserve.bundle.signature import TrustedKey, check_signature
 from rtserve.errors import (
     AuditChainError,
     BundleFormatError,
@@ -31,6 +32,7 @@ from rtserve.errors import (
     RegistryInputError,
     RegistryNotFoundError,
     RegistryPermissionError,
+    SignatureError,
 )
 from rtserve.registry import schema
 from rtserve.registry.card import build_card
@@ -87,21 +89,31 @@ class Registry:
     or ``Registry.open(url=..., store=...)``. Opening migrates the schema to the newest revision.
     """
 
-    def __init__(self, engine: Engine, store: ArtifactStore, migrated: list[str]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ArtifactStore,
+        migrated: list[str],
+        trusted_keys: Sequence[TrustedKey] = (),
+    ) -> None:
         self.engine = engine
         self.store = store
         #: Alembic revisions applied when this registry was opened (empty: already current).
         self.migrated = migrated
+        #: Public keys a production version must be signed by, when its policy asks for it.
+        self.trusted_keys = list(trusted_keys)
 
     @classmethod
     def open(
         cls, directory: str | Path | None = None, *, url: str | None = None,
-        store: str | None = None,
+        store: str | None = None, trusted_keys: Sequence[TrustedKey] = (),
     ) -> Registry:  # fmt: skip
         """Open (creating and migrating if needed) a registry.
 
         ``directory``: a local registry, ``registry.db`` and ``artifacts/`` inside it. Or ``url``
         (``sqlite:///...`` / ``postgresql://...``) with ``store`` (a directory or fsspec URL).
+        ``trusted_keys`` (``rtserve.bundle.signature.load_public_keys``) are what a model whose
+        policy has ``require_signature`` must be signed by to be promoted to production.
         """
         if directory is not None:
             root = Path(directory)
@@ -115,7 +127,7 @@ class Registry:
                 field="registry",
             )
         engine = create_engine(url)
-        return cls(engine, ArtifactStore(store), migrate(engine))
+        return cls(engine, ArtifactStore(store), migrate(engine), trusted_keys)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -395,6 +407,8 @@ class Registry:
             if to not in GATED_STAGES:
                 return self._move(conn, name, to, row.version, actor, reason, how="promote")
             policy = Policy.from_dict(json.loads(self._model_row(conn, name).policy))
+            if policy.require_signature:
+                self._require_signed(name, version, row.digest)
             pending = conn.execute(sa.select(schema.requests.c.id).where(
                 schema.requests.c.name == name, schema.requests.c.version == version,
                 schema.requests.c.stage == to, schema.requests.c.status == "pending")).first()  # fmt: skip
@@ -699,6 +713,26 @@ class Registry:
                     {"version": version, "generation": generation})  # fmt: skip
         return Pointer(name, pointer, "alias" if kind == "alias" else "stage", version,
                        generation, at, actor)  # fmt: skip
+
+    def _require_signed(self, name: str, version: str, digest: str) -> None:
+        """Refuse a production request for a bundle not signed by one of ``trusted_keys``."""
+        if not self.trusted_keys:
+            raise RegistryConflictError(
+                f"{name}'s policy requires production versions to be signed, but this registry "
+                "was opened without trusted keys: pass --trusted-key PUB.pem "
+                "(Registry.open(..., trusted_keys=load_public_keys([...])))",
+                field="trusted_keys",
+            )
+        bundle = Bundle.open(self.store.local_path(digest))
+        try:
+            check_signature(bundle, self.trusted_keys, require=True)
+        except SignatureError as exc:
+            raise RegistryConflictError(
+                f"{name}@{version} cannot be promoted to production: {exc.message} "
+                "(its policy requires a signature; sign it with `rtserve sign` and push it as a "
+                "new version)",
+                field="signature",
+            ) from exc
 
     def _require(self, conn: Connection, actor: str, role: str, what: str) -> None:
         _check_principal(actor)
