@@ -190,7 +190,7 @@ def test_a_new_kind_of_access_refusal_is_a_403_not_a_500():
     from rtserve.errors import AccessError
     from rtserve.server.error_handlers import status_for
 
-    class NotOnTheAllowList(AccessError):
+    class NotOnTheAllowListError(AccessError):
         code = "not_allowed"
 
-    assert status_for(NotOnTheAllowList("client 10.0.0.9 is not on the allow-list")) == 403
+    assert status_for(NotOnTheAllowListError("client 10.0.0.9 is not on the allow-list")) == 403
