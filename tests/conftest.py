@@ -46,6 +46,10 @@ SERVICES: dict[str, tuple[str, Callable[[], bool]]] = {
         "the prometheus and promtool commands (Debian's prometheus package)",
         lambda: bool(shutil.which("prometheus") and shutil.which("promtool")),
     ),
+    "podman": (
+        "podman, buildah, runc and mmdebstrap (Debian's packages) for the container image tests",
+        lambda: all(shutil.which(tool) for tool in ("podman", "buildah", "runc", "mmdebstrap")),
+    ),
 }
 
 

@@ -21,6 +21,7 @@ from rtserve.cli import (
     bench,
     bundle_commands,
     config,
+    containerize,
     decisions,
     demo,
     deploy,
@@ -124,6 +125,7 @@ def _register(target: typer.Typer) -> None:
     alerts.register(target)
     registry.register(target)
     deploy.register(target)
+    containerize.register(target)
     stream.register(target)
 
 
