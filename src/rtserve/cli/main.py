@@ -66,6 +66,11 @@ class RtserveGroup(TyperGroup):
                 raise typer.Exit(FAILURE) from exc
             except (typer.Exit, typer.Abort, TyperException):
                 raise  # usage errors (exit 2), Ctrl-C and deliberate exits keep their meaning
+            except BrokenPipeError as exc:
+                # The reader went away (`rtserve ... | head`): not an error worth a line. Point
+                # stdout at /dev/null so that Python's flush at exit does not fail again.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(FAILURE) from exc
             except Exception as exc:
                 # A failure rtserve did not foresee (a bug, or a framework error not yet
                 # translated): still one line for the user; the traceback on request.

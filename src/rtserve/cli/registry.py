@@ -35,6 +35,12 @@ alias_app = typer.Typer(
 app.add_typer(alias_app)
 
 
+#: Arguments most registry commands take, declared once.
+ModelName = Annotated[str, typer.Argument(help="Model name.")]
+VersionLabel = Annotated[str, typer.Argument(help="Version label.")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
+
+
 @dataclass
 class _Context:
     directory: Path | None
@@ -189,7 +195,7 @@ def grant(
     ctx: typer.Context,
     principal: Annotated[str, typer.Argument(help="key:<name> or jwt:<sub>.")],
     role: Annotated[str, typer.Argument(help="viewer, maintainer, approver or admin.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    reason: Reason = "",
 ) -> None:
     """Give a principal a registry role (admin only)."""
     c = _ctx(ctx)
@@ -202,7 +208,7 @@ def revoke(
     ctx: typer.Context,
     principal: Annotated[str, typer.Argument(help="key:<name> or jwt:<sub>.")],
     role: Annotated[str, typer.Argument(help="The role to take away.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    reason: Reason = "",
 ) -> None:
     """Take a registry role from a principal (admin only)."""
     c = _ctx(ctx)
@@ -228,7 +234,7 @@ def push(
             "per line) for accuracy/AUC or RMSE on the card.",
         ),
     ] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    reason: Reason = "",
 ) -> None:
     """Store a verified bundle as NAME@VERSION (from its manifest); the same bundle is a no-op."""
     c = _ctx(ctx)
@@ -303,10 +309,10 @@ def list_requests(
 @app.command("promote")
 def promote(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[str, typer.Argument(help="Version label.")],
+    name: ModelName,
+    version: VersionLabel,
     to: Annotated[str, typer.Option("--to", help="staging or production.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    reason: Reason = "",
 ) -> None:
     """Move a stage to a version; production opens a request that others approve."""
     from rtserve.registry import PromotionRequest
@@ -352,9 +358,9 @@ def reject(
 @app.command("rollback")
 def rollback(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: ModelName,
     stage: Annotated[str, typer.Option("--stage", help="The stage to move back.")] = "production",
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    reason: Reason = "",
 ) -> None:
     """Move a stage back to the version it held before the current one."""
     c = _ctx(ctx)
@@ -365,9 +371,9 @@ def rollback(
 @app.command("archive")
 def archive(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[str, typer.Argument(help="Version label.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    name: ModelName,
+    version: VersionLabel,
+    reason: Reason = "",
 ) -> None:
     """Archive a version: no more promotions; staging and aliases leave it."""
     c = _ctx(ctx)
@@ -378,10 +384,10 @@ def archive(
 @alias_app.command("set")
 def alias_set(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: ModelName,
     alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
-    version: Annotated[str, typer.Argument(help="Version label.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    version: VersionLabel,
+    reason: Reason = "",
 ) -> None:
     """Point an alias at a version."""
     c = _ctx(ctx)
@@ -392,9 +398,9 @@ def alias_set(
 @alias_app.command("remove")
 def alias_remove(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: ModelName,
     alias: Annotated[str, typer.Argument(help="Alias.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    reason: Reason = "",
 ) -> None:
     """Clear an alias."""
     c = _ctx(ctx)
@@ -405,7 +411,7 @@ def alias_remove(
 @app.command("policy")
 def policy(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
+    name: ModelName,
     approvals: Annotated[
         int | None, typer.Option("--approvals", help="Approvals a production promotion needs.")
     ] = None,
@@ -422,7 +428,7 @@ def policy(
             "--require-signature/--no-require-signature", help="Production versions must be signed."
         ),
     ] = None,
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")] = "",
+    reason: Reason = "",
 ) -> None:
     """Show a model's promotion policy, or change it (admin only) with the options."""
     from dataclasses import replace
