@@ -46,6 +46,14 @@ SERVICES: dict[str, tuple[str, Callable[[], bool]]] = {
         "the prometheus and promtool commands (Debian's prometheus package)",
         lambda: bool(shutil.which("prometheus") and shutil.which("promtool")),
     ),
+    "chromium": (
+        "Debian's chromium (headless) for the rendered-report tests",
+        lambda: shutil.which("chromium") is not None,
+    ),
+    "nginx": (
+        "Debian's nginx for the replicas-behind-a-load-balancer tests",
+        lambda: shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx"),
+    ),
     "podman": (
         "podman, buildah, runc and mmdebstrap (Debian's packages) for the container image tests",
         lambda: all(shutil.which(tool) for tool in ("podman", "buildah", "runc", "mmdebstrap")),
