@@ -38,9 +38,13 @@ Every failure the product can report is one of these types. Each carries a stabl
     ├── DeadlineExceededError           the request's deadline passed before its answer
     ├── PredictionError                 the runtime failed on valid input
     ├── LoadTestError                   a load test cannot run (rtserve bench: target, bodies)
-    ├── DeployError                     deployment files cannot be made from these inputs (rtserve k8s)
+    ├── DeployError                     deployment files cannot be made, or replicas cannot start (rtserve k8s, replicas)
     ├── StreamError                     stream scoring cannot run: broker URL, subject or option (rtserve stream)
     ├── BatchError                      a batch job cannot run: inputs, output directory, engine (rtserve batch)
+    ├── ComparisonError                 two bundles cannot be compared on these rows (rtserve compare)
+    ├── RolloutError                    a traffic policy (canary, A/B, shadow) cannot be applied
+    │   ├── RolloutSpecError            a rollout spec breaks a rule (weights, versions, gate)
+    │   └── RolloutConflictError        the change contradicts the rollout's state (already ended)
     └── RegistryError                   the model registry refuses or cannot do an action
         ├── RegistryInputError          an argument breaks a registry rule (stage, alias, comment)
         ├── RegistryNotFoundError       unknown model, version, stage, alias or request
@@ -377,7 +381,9 @@ class LoadTestError(RtserveError):
 
 class DeployError(RtserveError):
     """Deployment files cannot be generated: a bundle or reference, a name or a timing is unusable
-    (``rtserve k8s``); the message names the value, the rule and the option that fixes it."""
+    (``rtserve k8s``), or replicas cannot start (``rtserve replicas``: nginx missing or refusing
+    its file, a replica that exits before it is ready); the message names the value, the rule and
+    the option that fixes it."""
 
     code = "deploy"
 
@@ -395,6 +401,37 @@ class BatchError(RtserveError):
     option to change."""
 
     code = "batch"
+
+
+class ComparisonError(RtserveError):
+    """Two bundles cannot be compared: their outputs differ in kind, the data lacks a named
+    column, the decision log holds no inputs, or no row is valid for both (``rtserve compare``);
+    the message names the value, the rule and the option or setting that fixes it."""
+
+    code = "comparison"
+
+
+# --- rollout --------------------------------------------------------------------------------
+
+
+class RolloutError(RtserveError):
+    """A traffic policy (canary, A/B split, shadows, promotion gate) cannot be applied."""
+
+    code = "rollout_error"
+
+
+class RolloutSpecError(RolloutError):
+    """A rollout spec breaks a rule: weights that do not add up, a version named twice, a
+    gate threshold out of range, an unknown key."""
+
+    code = "rollout_invalid"
+
+
+class RolloutConflictError(RolloutError):
+    """The change contradicts the rollout's state: resuming one that ended, starting one while
+    another runs, a version that is not served, a state changed by someone else meanwhile."""
+
+    code = "rollout_conflict"
 
 
 # --- registry -------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ class RequestTrace:
     #: The served model version chosen to answer (``DataPlane.route``); "" before routing.
     model: str = ""
     version: str = ""
+    #: Why that version answers under a rollout: production, canary, ab:VERSION, pinned;
+    #: "" when no rollout applies to the model.
+    variant: str = ""
     validate_started: float = 0.0
     validated: float = 0.0
     #: (field label, rule) per violation; labels are schema field names or ``_unknown``.
@@ -93,6 +96,8 @@ class RequestTrace:
         if self.model:
             fields[prefix + "model"] = self.model
             fields[prefix + "version"] = self.version
+            if self.variant:
+                fields[prefix + "variant"] = self.variant
         if self.batch is not None:
             fields[prefix + "rows"] = self.rows
             fields[prefix + "batch_size"] = self.batch.batch_rows

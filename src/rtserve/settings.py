@@ -511,6 +511,28 @@ class DecisionLogSettings(BaseModel):
         return self
 
 
+class RolloutSettings(BaseModel):
+    """Traffic policies: canary and A/B splits, shadows and the promotion gate (docs/rollout.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str | None = Field(
+        default=None,
+        description="A YAML rollout spec (or 'rollouts: [...]') for bundles served from paths; "
+        "every version it names must be among the bundles served.",
+    )
+    from_registry: bool = Field(
+        default=True,
+        description="Apply the rollouts the registry stores for the followed names.",
+    )
+    interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="Seconds between two looks of the promotion gate (and reads of the registry).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure; nothing is read until ``Settings.load`` is called.
 
@@ -565,6 +587,9 @@ class Settings(BaseSettings):
     )
     decision_log: DecisionLogSettings = Field(
         default_factory=DecisionLogSettings, description="Which model version decided what."
+    )
+    rollout: RolloutSettings = Field(
+        default_factory=RolloutSettings, description="Canary, A/B and shadow traffic policies."
     )
 
     @classmethod

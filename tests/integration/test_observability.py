@@ -105,12 +105,14 @@ def test_metrics_count_every_request_by_model_version_protocol_endpoint_and_stat
                 and s
             )
         )
-    fraud = {"model": "fraud", "version": "1", "protocol": "records", "endpoint": "predict"}
+    fraud = {"model": "fraud", "version": "1", "protocol": "records", "endpoint": "predict",
+             "variant": ""}  # fmt: skip
     assert value(found, "rtserve_requests_total", **fraud, status="200") == 2
     assert value(found, "rtserve_requests_total", **fraud, status="422") == 1
-    unrouted = {"model": "", "version": "", "protocol": "records", "endpoint": "predict"}
+    unrouted = {"model": "", "version": "", "protocol": "records", "endpoint": "predict",
+                "variant": ""}  # fmt: skip
     assert value(found, "rtserve_requests_total", **unrouted, status="404") == 1
-    v2 = {"model": "dense", "version": "2", "protocol": "v2", "endpoint": "infer"}
+    v2 = {"model": "dense", "version": "2", "protocol": "v2", "endpoint": "infer", "variant": ""}
     assert value(found, "rtserve_requests_total", **v2, status="200") == 1
     assert value(found, "rtserve_request_duration_seconds_count", **fraud) == 3
     assert value(found, "rtserve_predictions_total", model="fraud", version="1") == 6

@@ -173,7 +173,7 @@ def test_metrics_of_several_worker_processes_add_up(fraud_bundle, tmp_path):
 
         wanted = (
             'rtserve_requests_total{endpoint="predict",model="fraud",protocol="records",'
-            'status="200",version="1"}'
+            'status="200",variant="",version="1"}'
         )
         deadline = time.monotonic() + 30
         seen: list[float] = []

@@ -25,6 +25,7 @@ from rtserve.settings import (
 
 #: Every leaf that is a duration (seconds, a float, named ``*_s``).
 DURATIONS = {
+    "rollout.interval_s",
     "server.graceful_timeout_s",
     "server.drain_delay_s",
     "batching.max_wait_s",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from rtserve.cli.options import span_seconds
 from rtserve.cli.output import print_note, stdout
 from rtserve.errors import NotFoundError
 
@@ -21,15 +21,11 @@ if TYPE_CHECKING:
 # Settings, SQLAlchemy and the decision log's readers are imported inside the command, so that
 # `rtserve --help` stays fast.
 
-_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_moment(text: str, *, now: datetime | None = None) -> datetime:
     """An ISO 8601 time (UTC if no zone) or a span ago such as ``15m``, ``2h``, ``1d``."""
-    ago = _AGO.match(text.strip())
-    if ago:
-        seconds = float(ago.group(1)) * _UNIT_SECONDS[ago.group(2)]
+    seconds = span_seconds(text, bare_seconds=False)
+    if seconds is not None:
         return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(text.strip())

@@ -20,6 +20,7 @@ from rtserve.cli import (
     batch,
     bench,
     bundle_commands,
+    compare,
     config,
     containerize,
     decisions,
@@ -27,6 +28,8 @@ from rtserve.cli import (
     deploy,
     predict,
     registry,
+    replicas,
+    rollout,
     serve,
     signing,
     stream,
@@ -126,11 +129,14 @@ def _register(target: typer.Typer) -> None:
     predict.register(target)
     batch.register(target)
     bench.register(target)
+    compare.register(target)
     decisions.register(target)
     alerts.register(target)
     registry.register(target)
+    rollout.register(target)
     deploy.register(target)
     containerize.register(target)
+    replicas.register(target)
     stream.register(target)
 
 

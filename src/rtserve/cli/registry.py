@@ -42,7 +42,9 @@ Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit lo
 
 
 @dataclass
-class _Context:
+class RegistryContext:
+    """Where the registry is and who acts, from the group's options (``rtserve rollout`` too)."""
+
     directory: Path | None
     url: str | None
     store: str | None
@@ -54,6 +56,7 @@ class _Context:
     trusted_keys: list[Path]
 
     def open(self) -> Registry:
+        """The registry the options name (migrated on open)."""
         from rtserve.registry import Registry
 
         if self.directory is None and self.url is None:
@@ -101,13 +104,14 @@ class _Context:
         return self.actor or f"user:{getpass.getuser()}"
 
 
-def _ctx(ctx: typer.Context) -> _Context:
-    found: _Context = ctx.find_object(_Context)  # type: ignore[assignment]
+def registry_context(ctx: typer.Context) -> RegistryContext:
+    """The ``RegistryContext`` the group's options left on the click context."""
+    found: RegistryContext = ctx.find_object(RegistryContext)  # type: ignore[assignment]
     return found
 
 
 @app.callback()
-def _options(
+def registry_options(
     ctx: typer.Context,
     registry: Annotated[
         Path | None,
@@ -168,12 +172,13 @@ def _options(
     ] = None,
 ) -> None:
     """The model registry: versions, stages, approvals and the audit log."""
-    ctx.obj = _Context(
+    ctx.obj = RegistryContext(
         registry, registry_url, store, config, api_key, token, actor, as_json, trusted_key or []
     )
 
 
-def _emit(ctx: _Context, document: Any, line: str) -> None:
+def emit(ctx: RegistryContext, document: Any, line: str) -> None:
+    """``document`` as JSON with ``--json``, else the readable ``line``."""
     if ctx.json:
         print_json(document)
     else:
@@ -183,11 +188,11 @@ def _emit(ctx: _Context, document: Any, line: str) -> None:
 @app.command("init")
 def init(ctx: typer.Context) -> None:
     """Create the registry and make you its first admin."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     actor = c.who()
     reg = c.open()
     reg.init(actor)
-    _emit(c, {"admin": actor}, f"registry ready; {actor} is admin")
+    emit(c, {"admin": actor}, f"registry ready; {actor} is admin")
 
 
 @app.command("grant")
@@ -198,9 +203,9 @@ def grant(
     reason: Reason = "",
 ) -> None:
     """Give a principal a registry role (admin only)."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     c.open().grant(c.who(), principal, role, reason=reason)
-    _emit(c, {"principal": principal, "role": role}, f"{principal} is {role}")
+    emit(c, {"principal": principal, "role": role}, f"{principal} is {role}")
 
 
 @app.command("revoke")
@@ -211,9 +216,9 @@ def revoke(
     reason: Reason = "",
 ) -> None:
     """Take a registry role from a principal (admin only)."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     c.open().revoke(c.who(), principal, role, reason=reason)
-    _emit(c, {"principal": principal, "revoked": role}, f"{principal} is no longer {role}")
+    emit(c, {"principal": principal, "revoked": role}, f"{principal} is no longer {role}")
 
 
 @app.command("push")
@@ -237,12 +242,12 @@ def push(
     reason: Reason = "",
 ) -> None:
     """Store a verified bundle as NAME@VERSION (from its manifest); the same bundle is a no-op."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     found = c.open().push(
         bundle, c.who(), owner=owner, intended_use=intended_use, training_data=training_data,
         limitations=limitations, labels=_read_labels(labels) if labels else None, reason=reason,
     )  # fmt: skip
-    _emit(c, found.to_dict(), f"{found.ref} {found.digest}")
+    emit(c, found.to_dict(), f"{found.ref} {found.digest}")
 
 
 def _read_labels(path: Path) -> list[Any]:
@@ -258,7 +263,7 @@ def _read_labels(path: Path) -> list[Any]:
 @app.command("list")
 def list_models(ctx: typer.Context) -> None:
     """Every model: versions, newest version, stages and aliases."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     reg = c.open()
     models = reg.models()
     if c.json:
@@ -277,7 +282,7 @@ def show(
     """A model or version: card, stages and aliases, requests and approvals, history."""
     from rtserve.registry.registry import check_spec
 
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     check_spec(spec)
     document = c.open().show(spec)
     if c.json:
@@ -295,7 +300,7 @@ def list_requests(
     ] = None,
 ) -> None:
     """Promotion requests and their approvals."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     found = c.open().requests(name, status=status)
     if c.json:
         print_json([r.to_dict() for r in found])
@@ -317,13 +322,13 @@ def promote(
     """Move a stage to a version; production opens a request that others approve."""
     from rtserve.registry import PromotionRequest
 
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     result = c.open().promote(name, version, to=to, actor=c.who(), reason=reason)
     if isinstance(result, PromotionRequest):
-        _emit(c, result.to_dict(), f"request {result.id}: {name}@{version} -> {to} pending "
+        emit(c, result.to_dict(), f"request {result.id}: {name}@{version} -> {to} pending "
               f"({result.required} approval(s) needed)")  # fmt: skip
     else:
-        _emit(c, result.to_dict(), f"{name}@{to} -> {version} (generation {result.generation})")
+        emit(c, result.to_dict(), f"{name}@{to} -> {version} (generation {result.generation})")
 
 
 @app.command("approve")
@@ -336,9 +341,9 @@ def approve(
     ] = "",
 ) -> None:
     """Approve a promotion request (not your own)."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     r = c.open().approve(request_id, actor=c.who(), comment=comment, evidence=evidence)
-    _emit(c, r.to_dict(), f"request {r.id}: {r.status}"
+    emit(c, r.to_dict(), f"request {r.id}: {r.status}"
           + (f"; {r.name}@{r.stage} -> {r.version}" if r.status == "approved" else ""))  # fmt: skip
 
 
@@ -350,9 +355,9 @@ def reject(
     evidence: Annotated[str, typer.Option("--evidence", help="What you looked at.")] = "",
 ) -> None:
     """Reject a promotion request; the stage does not move."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     r = c.open().reject(request_id, actor=c.who(), comment=comment, evidence=evidence)
-    _emit(c, r.to_dict(), f"request {r.id}: {r.status}")
+    emit(c, r.to_dict(), f"request {r.id}: {r.status}")
 
 
 @app.command("rollback")
@@ -363,9 +368,9 @@ def rollback(
     reason: Reason = "",
 ) -> None:
     """Move a stage back to the version it held before the current one."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     p = c.open().rollback(name, stage=stage, actor=c.who(), reason=reason)
-    _emit(c, p.to_dict(), f"{name}@{stage} -> {p.version} (generation {p.generation})")
+    emit(c, p.to_dict(), f"{name}@{stage} -> {p.version} (generation {p.generation})")
 
 
 @app.command("archive")
@@ -376,9 +381,9 @@ def archive(
     reason: Reason = "",
 ) -> None:
     """Archive a version: no more promotions; staging and aliases leave it."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     v = c.open().archive(name, version, actor=c.who(), reason=reason)
-    _emit(c, v.to_dict(), f"{v.ref} archived")
+    emit(c, v.to_dict(), f"{v.ref} archived")
 
 
 @alias_app.command("set")
@@ -390,9 +395,9 @@ def alias_set(
     reason: Reason = "",
 ) -> None:
     """Point an alias at a version."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     p = c.open().set_alias(name, alias, version, actor=c.who(), reason=reason)
-    _emit(c, p.to_dict(), f"{name}@{alias} -> {version}")
+    emit(c, p.to_dict(), f"{name}@{alias} -> {version}")
 
 
 @alias_app.command("remove")
@@ -403,9 +408,9 @@ def alias_remove(
     reason: Reason = "",
 ) -> None:
     """Clear an alias."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     p = c.open().remove_alias(name, alias, actor=c.who(), reason=reason)
-    _emit(c, p.to_dict(), f"{name}@{alias} cleared")
+    emit(c, p.to_dict(), f"{name}@{alias} cleared")
 
 
 @app.command("policy")
@@ -433,7 +438,7 @@ def policy(
     """Show a model's promotion policy, or change it (admin only) with the options."""
     from dataclasses import replace
 
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     reg = c.open()
     current = reg.policy(name)
     changes: dict[str, Any] = {}
@@ -447,7 +452,7 @@ def policy(
         changes["require_signature"] = require_signature
     if changes:
         current = reg.set_policy(c.who(), name, replace(current, **changes), reason=reason)
-    _emit(c, current.to_dict(), json.dumps(current.to_dict()))
+    emit(c, current.to_dict(), json.dumps(current.to_dict()))
 
 
 @app.command("audit")
@@ -461,11 +466,11 @@ def audit(
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many entries.")] = None,
 ) -> None:
     """The audit log; with --verify, check that no entry was edited, deleted or reordered."""
-    c = _ctx(ctx)
+    c = registry_context(ctx)
     reg = c.open()
     if verify:
         report = reg.check_audit(expect_head=expect_head)
-        _emit(c, report.to_dict(), f"audit chain ok: {report.entries} entries, head "
+        emit(c, report.to_dict(), f"audit chain ok: {report.entries} entries, head "
               f"{report.head_seq} {report.head_hash}")  # fmt: skip
         return
     entries = reg.audit(subject=subject, limit=limit)

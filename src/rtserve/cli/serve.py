@@ -51,6 +51,13 @@ def serve(
         float | None,
         typer.Option(help="Seconds between reads of the followed pointers [default: 2]."),
     ] = None,
+    rollout: Annotated[
+        Path | None,
+        typer.Option(
+            help="A rollout spec (YAML: canary, A/B split, shadows, gate) for the bundles given; "
+            "see docs/rollout.md [default: none].",
+        ),
+    ] = None,
 ) -> None:
     """Serve bundles with the Open Inference Protocol (/v2) and the records API (/v1).
 
@@ -77,6 +84,7 @@ def serve(
         server__workers=workers,
         loading__trust_pickle=trust_pickle,
         logging__level=log_level,
+        rollout__file=str(rollout) if rollout is not None else None,
     )
     if not settings.bundles and not settings.registry.follow:
         raise typer.BadParameter(
@@ -90,6 +98,10 @@ def serve(
     from rtserve.bundle.signature import load_public_keys
 
     load_public_keys(settings.loading.trusted_keys)  # a bad key file: one error line, no start
+    if settings.rollout.file:
+        from rtserve.rollout.spec import read_spec_file
+
+        read_spec_file(settings.rollout.file)  # a bad spec: one error line naming the key
     missing = [b for b in settings.bundles if not Path(b).exists()]
     if missing:
         raise typer.BadParameter(f"no such bundle: {', '.join(missing)}")

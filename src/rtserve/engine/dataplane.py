@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -15,7 +15,8 @@ from rtserve.bundle.validator import Validator
 from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
-from rtserve.errors import InputError, NotFoundError, ValidationError
+from rtserve.engine.rollout import VARIANT_HEADER, Rollouts, ShadowCopy, first_record_value
+from rtserve.errors import AccessError, InputError, NotFoundError, ValidationError
 from rtserve.events import BatchInfo, Observer, PredictionEvent, RequestTrace
 from rtserve.guard.auth import not_found_unlisted
 from rtserve.guard.deadline import Deadline, DeadlinePolicy
@@ -30,6 +31,7 @@ from rtserve.guard.limits import (
 from rtserve.observability.redaction import withhold_pii
 from rtserve.protocol import records, v2
 from rtserve.protocol.v2.tensors import TensorLimits
+from rtserve.rollout.split import PINNED
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns, ModelState
 from rtserve.version import rtserve_version
@@ -69,6 +71,8 @@ class DataPlane:
     def __init__(self, manager: ModelManager, observers: Sequence[Observer] = ()) -> None:
         self.manager = manager
         self.observers = list(observers)
+        #: Traffic policies (canary, A/B, shadows) by model name; ``route`` asks them.
+        self.rollouts = Rollouts(manager)
         self.draining = False
         self.limits = RequestLimits.from_settings(manager.settings)
         self.tensor_limits = TensorLimits.from_settings(manager.settings.limits)
@@ -208,6 +212,17 @@ class DataPlane:
             ],
         }
 
+    def rollout_status(self, name: str) -> dict[str, Any]:
+        """The rollout applied to ``name`` (``active`` false when none; ``problem`` says why a
+        configured one is not applied, e.g. a version that cannot be loaded)."""
+        self._served(name, None)
+        live = self.rollouts.live.get(name)
+        problem = self.rollouts.problems.get(name)
+        if live is None:
+            return {"model": name, "active": False, "problem": problem, "variants": {},
+                    "shadows": [], "gate": None, "decisions": []}  # fmt: skip
+        return {"active": True, "problem": problem, **live.status()}
+
     # --- inference ------------------------------------------------------------------------
     # Every prediction, whatever the protocol, takes the same steps: ``route`` (which served
     # model version answers), the protocol's decode and validation against that version's
@@ -223,12 +238,17 @@ class DataPlane:
         header_length: int | None,
         trace: RequestTrace,
         deadline: Deadline | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
-        served = self.route(name, version, trace)
+        served = self.route(name, version, trace, headers, lambda f: first_record_value(
+            body[:header_length] if header_length else body, "v2", f))  # fmt: skip
         served.inflight += 1  # the version drains (a hot swap waits) until this request ends
         try:
             return await self._infer_v2(served, body, header_length, trace, deadline)
+        except Exception as exc:
+            self._failed(trace, exc)
+            raise
         finally:
             served.inflight -= 1
 
@@ -261,6 +281,9 @@ class DataPlane:
         output, fallback = await self.answer(served, batcher, columns, trace, deadline)
         self.report(served, columns, output, trace, started)
         tensors = v2.output_tensors(Predictions(output, predictor.schema.outputs))
+        parameters: dict[str, str] = {"fallback": fallback} if fallback else {}
+        if trace.variant:
+            parameters["variant"] = trace.variant
         payload, headers = v2.encode_infer_response(
             model_name=served.name,
             model_version=served.version,
@@ -268,11 +291,13 @@ class DataPlane:
             outputs=tensors,
             requested=request.outputs,
             binary_default=request.binary_outputs_default,
-            parameters={"fallback": fallback} if fallback else None,
+            parameters=parameters or None,
         )
         if fallback:
             headers[FALLBACK_HEADER] = fallback
         headers[VERSION_HEADER] = served.version
+        if trace.variant:
+            headers[VARIANT_HEADER] = trace.variant
         return Reply(payload, headers)
 
     async def predict_records(
@@ -282,12 +307,18 @@ class DataPlane:
         body: bytes,
         trace: RequestTrace,
         deadline: Deadline | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
-        served = self.route(name, version, trace)
+        served = self.route(
+            name, version, trace, headers, lambda f: first_record_value(body, "records", f)
+        )
         served.inflight += 1  # the version drains (a hot swap waits) until this request ends
         try:
             return await self._predict_records(served, body, trace, deadline)
+        except Exception as exc:
+            self._failed(trace, exc)
+            raise
         finally:
             served.inflight -= 1
 
@@ -318,26 +349,59 @@ class DataPlane:
             name=served.name,
             version=served.version,
             request_id=trace.request_id,
+            variant=trace.variant,
         )
         headers = {VERSION_HEADER: served.version}
         if fallback:
             headers[FALLBACK_HEADER] = fallback
+        if trace.variant:
+            headers[VARIANT_HEADER] = trace.variant
         return Reply(payload, headers)
 
-    def route(self, name: str, version: str | None, trace: RequestTrace) -> ServedModel:
+    def route(
+        self,
+        name: str,
+        version: str | None,
+        trace: RequestTrace,
+        headers: Mapping[str, str] | None = None,
+        field_value: Callable[[str], str | None] = lambda _field: None,
+    ) -> ServedModel:
         """The served model version that answers this request, noted in ``trace``.
 
-        The seam for the rollout router: today the version asked for (the name's default
-        version when ``version`` is None). A traffic split will choose among the name's versions
-        here (by weight, sticky by ``trace.request_id``), before anything is decoded, since the
-        request is validated against the chosen version's schema; a shadow version would be
-        given the same validated columns after ``answer``, off the reply's path. Every later
-        step uses only the ``ServedModel`` returned, and the trace carries the choice to the
-        access log, metrics and spans.
+        Without a rollout for ``name``: the version asked for (the name's default version when
+        ``version`` is None). Under a rollout the split chooses among the name's versions
+        (canary weight or sticky A/B by the spec's key: the request id, a header, or a field of
+        the first record, read by ``field_value``), before anything is decoded, since the
+        request is validated against the chosen version's schema; a version asked for
+        explicitly bypasses the split (variant ``pinned``). Every later step uses only the
+        ``ServedModel`` returned, and the trace carries the choice (``variant``) to the body,
+        headers, access log, metrics and decision log.
         """
+        if name in self.rollouts.live:
+            if version is not None:
+                trace.variant = PINNED
+            else:
+                chosen = self.rollouts.choose(name, trace.request_id, headers, field_value)
+                if chosen is not None:
+                    try:
+                        served = self.manager.get(name, chosen.version)
+                    except NotFoundError:  # unloaded under the split's feet: the default answers
+                        served = self._served(name, None)
+                        trace.variant = "production"
+                    else:
+                        trace.variant = chosen.variant
+                    trace.model, trace.version = served.name, served.version
+                    return served
         served = self._served(name, version)
         trace.model, trace.version = served.name, served.version
         return served
+
+    def _failed(self, trace: RequestTrace, exc: Exception) -> None:
+        """A routed request failed: count it against its variant unless the client was at
+        fault (a 4xx is the request's doing, not the version's)."""
+        if trace.variant and not isinstance(exc, (InputError, AccessError)):
+            latency = time.perf_counter() - trace.started
+            self.rollouts.record(trace.model, trace.variant, latency, True, None)
 
     async def answer(
         self,
@@ -392,6 +456,8 @@ class DataPlane:
         """Trace -> observers: one ``PredictionEvent`` for metrics, drift and the decision log
         (nothing for a request not yet answered). ``started`` is when decoding began."""
         batch = trace.batch
+        if trace.variant and batch is not None:
+            self._rollout_report(served, columns, output, trace, started)
         if batch is None or not self.observers:
             return
         latency = trace.predicted - started
@@ -409,9 +475,36 @@ class DataPlane:
             traceparent=trace.traceparent,
             batch=batch,
             fallback=trace.fallback,
+            variant=trace.variant,
         )
         for observer in self.observers:
             observer.observe(event)
+
+    def _rollout_report(
+        self,
+        served: ServedModel,
+        columns: Columns,
+        output: ModelOutput,
+        trace: RequestTrace,
+        started: float,
+    ) -> None:
+        """Count the answer in its variant's window (a fallback's answer as a failure of the
+        version) and hand a copy of production's answers to the name's shadows, off the reply's
+        path (a shadow is compared with production, never with a canary)."""
+        rollouts = self.rollouts
+        rollouts.record(
+            served.name, trace.variant, trace.predicted - trace.started, trace.fallback, output
+        )
+        if not trace.fallback and rollouts.shadowed(served.name, served.version):
+            copy = ShadowCopy(
+                trace.request_id,
+                time.time() - (time.perf_counter() - started),
+                trace.protocol,
+                columns,
+                output,
+                trace.traceparent,
+            )
+            rollouts.shadow(served.name, copy)
 
 
 def _observed_decode(work: Callable[[], T], schema: Schema, trace: RequestTrace) -> T:

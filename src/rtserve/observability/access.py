@@ -53,7 +53,7 @@ class AccessRecorder:
         self.access_log = access_log
         self.tracer = tracer
         #: Label values are bounded (served models, routes, status codes), so is this cache.
-        self._children: dict[tuple[str, str, str, str, int], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str, str, str, str, int], tuple[Counter, Histogram]] = {}
 
     def started(self) -> None:
         """A request came in."""
@@ -66,7 +66,7 @@ class AccessRecorder:
         m = self.metrics
         if m is not None:
             m.in_flight.dec()
-            labels = (trace.model, trace.version, end.protocol, end.endpoint)
+            labels = (trace.model, trace.version, end.protocol, end.endpoint, trace.variant)
             key = (*labels, end.status)
             children = self._children.get(key)
             if children is None:  # label look-ups cost more than the update; keep the children

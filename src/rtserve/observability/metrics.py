@@ -174,11 +174,12 @@ class Metrics:
         self.multiprocess = multiprocess_enabled()
         r = self.registry
         model = ["model", "version"]
-        route = ["model", "version", "protocol", "endpoint"]
+        route = ["model", "version", "protocol", "endpoint", "variant"]
         # --- HTTP layer (middleware): every request, including failed ones ---------------------
         self.requests = Counter(
             "rtserve_requests",
-            "HTTP requests answered, by model, version, protocol, endpoint and status code.",
+            "HTTP requests answered, by model, version, protocol, endpoint, rollout variant "
+            "(production, canary, ab:VERSION, pinned; empty without a rollout) and status code.",
             [*route, "status"],
             registry=r,
         )
@@ -292,6 +293,42 @@ class Metrics:
             "Version changes of a model followed from the registry, by outcome: swapped (the new "
             "version answers), refused (it failed to load) or warmup_failed (parity failed).",
             ["model", "outcome"],
+            registry=r,
+        )
+        # --- rollouts (shadows and the promotion gate) ---------------------------------------
+        self.shadow_predictions = Counter(
+            "rtserve_shadow_predictions",
+            "Requests copied to a shadow version, by outcome: compared (predicted and compared "
+            "with the primary), error (the shadow failed) or dropped (its queue was full).",
+            [*model, "outcome"],
+            registry=r,
+        )
+        self.shadow_label_agreement = Gauge(
+            "rtserve_shadow_label_agreement_ratio",
+            "Share of rows on which a shadow's label equals the primary's, over the gate window.",
+            model,
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.shadow_abs_delta_p99 = Gauge(
+            "rtserve_shadow_abs_delta_p99",
+            "p99 over rows of |shadow - primary| probability (or value), recent rows.",
+            model,
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.rollout_weight = Gauge(
+            "rtserve_rollout_canary_weight_percent",
+            "Percent of a model's unpinned requests the canary version gets now.",
+            model,
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.rollout_decisions = Counter(
+            "rtserve_rollout_decisions",
+            "Promotion-gate decisions taken by this server, by the status they led to: running "
+            "(a step up), rolled_back, paused, awaiting_approval, promoted.",
+            ["model", "status"],
             registry=r,
         )
         # --- drift (computed per process over its own window) ----------------------------------

@@ -42,13 +42,12 @@ def decode_predict_request(body: bytes) -> tuple[list[dict[str, Any]], dict[str,
 
 
 def encode_predict_response(
-    predictions: RecordsLike, *, name: str, version: str, request_id: str
+    predictions: RecordsLike, *, name: str, version: str, request_id: str, variant: str = ""
 ) -> bytes:
-    """The predict response: one record per input row, plus which model answered."""
+    """The predict response: one record per input row, plus which model answered (and, under
+    a rollout, why: ``variant`` is production, canary, ab:VERSION or pinned)."""
+    model = {"name": name, "version": version, "variant": variant} if variant else {
+        "name": name, "version": version}  # fmt: skip
     return _json.encode(
-        {
-            "predictions": predictions.to_records(),
-            "model": {"name": name, "version": version},
-            "request_id": request_id,
-        }
+        {"predictions": predictions.to_records(), "model": model, "request_id": request_id}
     )

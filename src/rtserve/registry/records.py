@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from rtserve.rollout.spec import RolloutSpec, RolloutState
+
 #: Stages a version can be promoted to; ``archived`` is a version state, set by ``archive``.
 STAGES = ("staging", "production")
 ARCHIVED = "archived"
@@ -223,3 +225,38 @@ class ModelSummary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """A model name's rollout as stored: the spec, where it stands, who started and last changed it.
+
+    ``state.generation`` is the row's generation: pass it back as ``expect_generation`` to change
+    the state only if nobody else changed it meanwhile.
+    """
+
+    name: str
+    spec: RolloutSpec
+    state: RolloutState
+    started_by: str
+    started_at: str
+    updated_by: str
+    updated_at: str
+
+    @property
+    def generation(self) -> int:
+        """Grows by one on every change of the row (a new start included)."""
+        return self.state.generation
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the spec and state as their JSON documents)."""
+        return {
+            "name": self.name,
+            "spec": self.spec.model_dump(mode="json"),
+            "state": self.state.model_dump(mode="json"),
+            "generation": self.generation,
+            "started_by": self.started_by,
+            "started_at": self.started_at,
+            "updated_by": self.updated_by,
+            "updated_at": self.updated_at,
+        }

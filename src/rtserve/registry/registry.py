@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,20 @@ from rtserve.registry.records import (
     PointerMove,
     Policy,
     PromotionRequest,
+    RolloutRecord,
 )
+from rtserve.registry.rollouts import (
+    describe,
+    figures_document,
+    gate_action,
+    person_change,
+    spec_text,
+    state_document,
+    state_text,
+)
+from rtserve.registry.rollouts import record as rollout_record
 from rtserve.registry.store import ArtifactStore
+from rtserve.rollout.spec import RolloutSpec, RolloutState, initial_state
 
 #: Events a server appends with ``audit_event`` (registry actions are audited by the registry).
 SERVER_EVENTS = frozenset({"load", "unload", "swap", "refused-load", "warmup-failed"})
@@ -561,11 +574,20 @@ class Registry:
     def archive(self, name: str, version: str, *, actor: str, reason: str = "") -> ModelVersion:
         """Archive a version: it can no longer be promoted, and staging/aliases leave it.
 
-        Refused while production points at it: promote or roll back first.
+        Refused while production points at it (promote or roll back first) and while a rollout
+        that has not ended routes or shadows to it.
         """
         with write_transaction(self.engine) as conn:
             self._require(conn, actor, "maintainer", "archiving a version")
             row = self._live_version(conn, name, version)
+            live = self._rollout_row(conn, name)
+            rollout = None if live is None else rollout_record(live)
+            if rollout is not None and not rollout.state.ended and version in rollout.spec.versions:
+                raise RegistryConflictError(
+                    f"{name}@{version} is in the rollout of {describe(rollout)}; abort it "
+                    f"(`rtserve rollout abort {name}`) or let it end before archiving",
+                    field="version",
+                )
             for ptr in self._pointers(conn, name).values():
                 if ptr.version != version:
                     continue
@@ -614,6 +636,180 @@ class Registry:
             if alias not in self._pointers(conn, name):
                 raise RegistryNotFoundError(f"{name} has no alias {alias!r}", field="alias")
             return self._move(conn, name, alias, None, actor, reason, how="alias", kind="alias")
+
+    # --- rollouts ------------------------------------------------------------------------------
+
+    def rollout(self, name: str) -> RolloutRecord | None:
+        """``name``'s rollout (the newest, ended or not), or None when it never had one."""
+        with read_transaction(self.engine) as conn:
+            self._model_row(conn, name)
+            row = self._rollout_row(conn, name)
+        return None if row is None else rollout_record(row)
+
+    def rollouts(self, names: Sequence[str]) -> dict[str, RolloutRecord | None]:
+        """Many names' rollouts in one read, for a server polling every few seconds (compare
+        ``generation``); a name without a rollout, or unknown to the registry, maps to None."""
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return {}
+        with read_transaction(self.engine) as conn:
+            rows = conn.execute(
+                sa.select(schema.rollouts).where(schema.rollouts.c.name.in_(wanted))
+            ).all()
+        found = {r.name: rollout_record(r) for r in rows}
+        return {name: found.get(name) for name in wanted}
+
+    def start_rollout(self, spec: RolloutSpec, *, actor: str, reason: str = "") -> RolloutRecord:
+        """Start ``spec`` for its model: running at its first weight (``initial_state``).
+
+        Needs ``maintainer``. Every version the spec routes or shadows must be in the registry
+        and not archived, and ``spec.production`` must be where the ``production`` stage points
+        (when it is set). Refused while the name's rollout has not ended; an ended one is
+        replaced, its decisions kept in the audit log. The generation is 1 for a name's first
+        rollout and keeps growing across later ones, so a gate's write based on a replaced
+        rollout can never land on the new one.
+        """
+        text = spec_text(spec)
+        name = spec.model
+        with write_transaction(self.engine) as conn:
+            self._require(conn, actor, "maintainer", "starting a rollout")
+            self._model_row(conn, name)
+            for version in spec.versions:
+                self._rollout_version(conn, name, version)
+            production = self._pointers(conn, name).get("production")
+            if production is not None and production.version not in (None, spec.production):
+                raise RegistryConflictError(
+                    f"the rollout's production version is {spec.production!r}, but "
+                    f"{name}@production is {production.version!r}: set production: "
+                    f'"{production.version}" in the spec (`rtserve rollout start` without '
+                    f"--production takes the stage's), or promote {name}@{spec.production} to "
+                    "production first",
+                    field="production",
+                )
+            row = self._rollout_row(conn, name)
+            previous = None if row is None else rollout_record(row)
+            if previous is not None and not previous.state.ended:
+                raise RegistryConflictError(
+                    f"{name} already has a rollout that has not ended: {describe(previous)}; "
+                    f"abort it first with `rtserve rollout abort {name}`",
+                    field="name",
+                )
+            generation = 1 if previous is None else previous.generation + 1
+            state = initial_state(spec).model_copy(update={"generation": generation})
+            at = now()
+            values = {"spec": text, "state": state_text(state), "generation": generation,
+                      "started_by": actor, "started_at": at, "updated_by": actor,
+                      "updated_at": at}  # fmt: skip
+            if previous is None:
+                conn.execute(sa.insert(schema.rollouts).values(name=name, **values))
+            else:
+                conn.execute(sa.update(schema.rollouts).where(schema.rollouts.c.name == name)
+                             .values(**values))  # fmt: skip
+            before = None if previous is None else {
+                "spec": json.loads(row.spec), "state": state_document(previous.state)}  # fmt: skip
+            self._audit(conn, actor, "rollout-start", name, reason, before,
+                        {"spec": json.loads(text), "state": state_document(state)})  # fmt: skip
+        return RolloutRecord(name, spec, state, actor, at, actor, at)
+
+    def advance_rollout(
+        self, name: str, state: RolloutState, *, actor: str, expect_generation: int,
+        reason: str = "", figures: dict[str, Any] | None = None,
+    ) -> RolloutRecord:  # fmt: skip
+        """Write the promotion gate's decision: ``state`` at generation ``expect_generation + 1``,
+        only if the stored generation is still ``expect_generation`` (compare-and-set).
+
+        No role check: like ``audit_event``, the server is trusted by running on the registry.
+        ``RegistryConflictError`` when another worker or replica changed the rollout first (read
+        it again and decide again) or when it has ended. The audit entry (``rollout-step``,
+        ``-rollback``, ``-pause``, ``-await-approval``, ``-promoted``, by the new status) keeps
+        the new state and ``figures``, the gate's numbers behind the decision, as given.
+        """
+        _check_principal(actor)
+        document = figures_document({} if figures is None else figures)
+        with write_transaction(self.engine) as conn:
+            current = self._current_rollout(conn, name)
+            if current.generation != expect_generation:
+                raise RegistryConflictError(
+                    f"the rollout of {name} is at generation {current.generation}, not "
+                    f"{expect_generation}: {current.updated_by} changed it at "
+                    f"{current.updated_at}; read it again and decide on what it is now",
+                    field="generation",
+                )
+            action = gate_action(current, state)
+            new = state.model_copy(update={"generation": expect_generation + 1})
+            at = self._write_rollout(conn, name, new, actor, expect_generation)
+            self._audit(conn, actor, action, name, reason,
+                        {"state": state_document(current.state)},
+                        {"state": state_document(new), "figures": document})  # fmt: skip
+        return replace(current, state=new, updated_by=actor, updated_at=at)
+
+    def set_rollout_status(
+        self, name: str, status: str, *, actor: str, reason: str = ""
+    ) -> RolloutRecord:
+        """A person's ``pause`` (running -> paused), ``resume`` (paused -> running, the dwell
+        starts again) or ``abort`` (any rollout not ended -> aborted, canary weight 0).
+
+        Needs ``maintainer``; an impossible change is a ``RegistryConflictError`` naming the
+        current status. A gate deciding meanwhile finds the generation moved and re-reads.
+        """
+        with write_transaction(self.engine) as conn:
+            self._require(conn, actor, "maintainer", f"changing a rollout ({status})")
+            current = self._current_rollout(conn, name)
+            action, new = person_change(current, status, actor=actor, reason=reason)
+            new = new.model_copy(update={"generation": current.generation + 1})
+            at = self._write_rollout(conn, name, new, actor, current.generation)
+            self._audit(conn, actor, action, name, reason,
+                        {"state": state_document(current.state)},
+                        {"state": state_document(new)})  # fmt: skip
+        return replace(current, state=new, updated_by=actor, updated_at=at)
+
+    def _rollout_row(self, conn: Connection, name: str) -> Any:
+        return conn.execute(
+            sa.select(schema.rollouts).where(schema.rollouts.c.name == name)
+        ).first()
+
+    def _current_rollout(self, conn: Connection, name: str) -> RolloutRecord:
+        self._model_row(conn, name)
+        row = self._rollout_row(conn, name)
+        if row is None:
+            raise RegistryNotFoundError(
+                f"{name} has no rollout; start one with `rtserve rollout start {name} --canary "
+                "VERSION` (or --spec FILE.yaml)",
+                field="name",
+            )
+        return rollout_record(row)
+
+    def _write_rollout(
+        self, conn: Connection, name: str, state: RolloutState, actor: str, expect: int
+    ) -> str:
+        """Store ``state`` over generation ``expect``; returns the time written."""
+        at = now()
+        written = conn.execute(sa.update(schema.rollouts).where(
+            schema.rollouts.c.name == name, schema.rollouts.c.generation == expect,
+        ).values(state=state_text(state), generation=state.generation, updated_by=actor,
+                 updated_at=at))  # fmt: skip
+        if written.rowcount != 1:  # the write lock makes this unreachable; kept as the guard
+            raise RegistryConflictError(
+                f"the rollout of {name} changed while this write was being made; read it again",
+                field="generation",
+            )
+        return at
+
+    def _rollout_version(self, conn: Connection, name: str, version: str) -> None:
+        row = self._version_row(conn, name, version)
+        if row is None:
+            raise RegistryNotFoundError(
+                f"the rollout names {name}@{version}, which is not in the registry; push it "
+                f"first (`rtserve registry push BUNDLE`); `rtserve registry show {name}` lists "
+                "the versions",
+                field="version",
+            )
+        if row.archived_at is not None:
+            raise RegistryConflictError(
+                f"{name}@{version} was archived at {row.archived_at}; a rollout cannot route or "
+                "shadow requests to an archived version: push a new version",
+                field="version",
+            )
 
     # --- audit -------------------------------------------------------------------------------
 

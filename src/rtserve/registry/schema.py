@@ -1,4 +1,5 @@
-"""The registry's tables (SQLAlchemy Core), shared by the code and the initial migration.
+"""The registry's tables (SQLAlchemy Core), as of the newest migration (each migration keeps its
+own frozen copy of what it creates).
 
 Times are stored as ISO-8601 UTC text and JSON as canonical text, so that an audit entry hashes to
 the same value on SQLite and PostgreSQL and a row read back is byte-for-byte what was hashed.
@@ -104,6 +105,22 @@ roles = sa.Table(
     sa.Column("role", sa.String(16), primary_key=True),
     sa.Column("granted_by", sa.String(255), nullable=False),
     sa.Column("granted_at", sa.String(32), nullable=False),
+)
+
+#: One rollout per model name (the newest; an ended one is replaced by the next start): the spec
+#: and state as canonical JSON, and a ``generation`` that grows by one on every change, so a
+#: gate writes only over the state it read (compare-and-set) and servers poll it cheaply.
+rollouts = sa.Table(
+    "registry_rollouts",
+    metadata,
+    sa.Column("name", sa.String(63), sa.ForeignKey("registry_models.name"), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("started_by", sa.String(255), nullable=False),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("updated_by", sa.String(255), nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
 )
 
 #: The append-only audit log; each row holds the hash of the one before it.

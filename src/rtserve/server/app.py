@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -19,8 +19,10 @@ from starlette.types import Receive, Scope, Send
 
 from rtserve.engine.dataplane import DataPlane
 from rtserve.engine.manager import ModelManager
+from rtserve.engine.rollout import LiveRollout
 from rtserve.errors import RtserveError
 from rtserve.observability.hub import Observability
+from rtserve.observability.metrics import Metrics
 from rtserve.server.error_handlers import EXCEPTION_HANDLERS
 from rtserve.server.fastpath import InferenceRouter
 from rtserve.server.middleware import RequestContextMiddleware, RequestTracker
@@ -55,6 +57,10 @@ def create_app(
     manager = manager if manager is not None else ModelManager(settings)
     observability = Observability(settings, ManagerCatalog(manager))
     plane = DataPlane(manager, observability.observers)
+    if observability.decisions is not None:  # shadows' decisions beside the primary's
+        plane.rollouts.observers.append(observability.decisions)
+    if observability.metrics is not None:
+        plane.rollouts.on_shadow.append(_count_shadow(observability.metrics))
     document = msgspec.json.encode(openapi_document(rtserve_version()))
 
     async def openapi_json(request: Request) -> Response:
@@ -87,6 +93,22 @@ def create_app(
                 follower.load_initial()
                 follower.start()
         manager.load_all(settings.bundles)
+        if settings.rollout.file or (follow and settings.rollout.from_registry):
+            from rtserve.engine.rollout_control import start_rollouts
+
+            metrics = observability.metrics
+            try:
+                app_state.rollout_controller = start_rollouts(
+                    settings,
+                    plane.rollouts,
+                    manager,
+                    app_state.follower,
+                    on_decision=None if metrics is None else _count_decision(metrics),
+                    on_look=None if metrics is None else _show_rollout(metrics),
+                )
+            except RtserveError as exc:  # a bad spec file: unready, and the reason is shown
+                logger.error("rollout cannot be applied: %s", exc.message)
+                manager.broken[str(settings.rollout.file)] = exc.message
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -104,6 +126,9 @@ def create_app(
             plane.draining = True
             if not loading.done():
                 await asyncio.wait({loading}, timeout=5)
+            if app_state.rollout_controller is not None:
+                await asyncio.to_thread(app_state.rollout_controller.stop)
+            plane.rollouts.stop()
             if app_state.follower is not None:
                 await asyncio.to_thread(app_state.follower.stop)
             manager.close()
@@ -145,6 +170,7 @@ def create_app(
     app.state.guards = guards
     app.state.inference_router = router
     app.state.follower = None  # set once the registry is open (serving from a registry)
+    app.state.rollout_controller = None  # set once models are loaded, if a rollout applies
     app_state = app.state
     return app
 
@@ -182,6 +208,40 @@ class RtserveApp(Starlette):
                 await front.front(*matched, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _count_shadow(metrics: Metrics) -> Callable[[str, str, str], None]:
+    def count(model: str, version: str, outcome: str) -> None:
+        metrics.shadow_predictions.labels(model, version, outcome).inc()
+
+    return count
+
+
+def _count_decision(metrics: Metrics) -> Callable[[str, str], None]:
+    def count(model: str, status: str) -> None:
+        metrics.rollout_decisions.labels(model, status).inc()
+
+    return count
+
+
+def _show_rollout(metrics: Metrics) -> Callable[[LiveRollout], None]:
+    """Gauges of one rollout, refreshed at each look of the gate."""
+
+    def show(live: LiveRollout) -> None:
+        spec, window = live.spec, live.spec.gate.window_s
+        if spec.canary is not None:
+            metrics.rollout_weight.labels(spec.model, spec.canary.version).set(live.state.weight)
+        for stats in live.shadows.values():
+            summary = stats.summary(window)["window"]
+            if summary["label_agreement"] is not None:
+                metrics.shadow_label_agreement.labels(spec.model, stats.version).set(
+                    summary["label_agreement"]
+                )
+            metrics.shadow_abs_delta_p99.labels(spec.model, stats.version).set(
+                summary["abs_delta_p99"]
+            )
+
+    return show
 
 
 def _freeze_long_lived(_: object) -> None:

@@ -154,13 +154,14 @@ async def infer(call: InferenceCall) -> Reply:
         _header_length(call.headers),
         call.trace,
         deadline=call.deadline,
+        headers=call.headers,
     )
 
 
 async def predict(call: InferenceCall) -> Reply:
     """Records API inference: ``{"instances": [{...}, ...]}``."""
     return await call.plane.predict_records(
-        call.name, call.version, call.body, call.trace, deadline=call.deadline
+        call.name, call.version, call.body, call.trace, deadline=call.deadline, headers=call.headers
     )
 
 
@@ -202,6 +203,12 @@ def _follower(request: Request) -> RegistryFollowerLike:
 async def model_versions(request: Request) -> Response:
     """Admin: the resident versions of a model, which one is the default, the last swap."""
     return _json(_plane(request).model_versions(request.path_params["name"]))
+
+
+async def rollout(request: Request) -> Response:
+    """The traffic policy applied to a model here: spec, state, per-variant windows, shadow
+    comparison, the promotion gate's last verdict and the decisions this server took."""
+    return _json(_plane(request).rollout_status(request.path_params["name"]))
 
 
 async def reload(request: Request) -> Response:

@@ -161,6 +161,10 @@ class InferenceRouter:
             return 200
         if id_header is not None:
             response.raw_headers.append(id_header)
+        if trace.version:  # routed before it failed: say which version (and variant) failed
+            response.raw_headers.append((b"rtserve-model-version", trace.version.encode("latin-1")))
+            if trace.variant:
+                response.raw_headers.append((b"rtserve-variant", trace.variant.encode("latin-1")))
         await response(scope, receive, send)
         return response.status_code
 

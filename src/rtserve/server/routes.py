@@ -148,6 +148,15 @@ ROUTES: tuple[RouteSpec | InferenceRoute, ...] = (
         "admin",
     ),
     RouteSpec(
+        "GET",
+        "/v1/models/{name}/rollout",
+        endpoints.rollout,
+        "v1_rollout",
+        "read",
+        "Rollout: traffic split, shadow comparison, promotion gate",
+        "records",
+    ),
+    RouteSpec(
         "POST",
         "/v1/models/{name}:reload",
         endpoints.reload,

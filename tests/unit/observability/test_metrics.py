@@ -39,13 +39,13 @@ def test_every_family_has_the_prefix_base_units_and_low_cardinality_labels():
 
 def test_the_exposition_is_prometheus_text_with_counters_ending_in_total():
     metrics = Metrics()
-    metrics.requests.labels("fraud", "1", "records", "predict", "200").inc()
+    metrics.requests.labels("fraud", "1", "records", "predict", "canary", "200").inc()
     body, content_type = metrics.exposition()
     text = body.decode()
     assert content_type.startswith("text/plain; version=")
     assert (
         'rtserve_requests_total{endpoint="predict",model="fraud",protocol="records",'
-        'status="200",version="1"} 1.0' in text
+        'status="200",variant="canary",version="1"} 1.0' in text
     )
     assert "rtserve_process_cpu_seconds_total" in text
     assert "rtserve_process_resident_memory_bytes" in text
@@ -73,7 +73,7 @@ WORKER = """
 import os, sys
 from rtserve.observability.metrics import Metrics
 m = Metrics()
-m.requests.labels("fraud", "1", "records", "predict", "200").inc(int(sys.argv[1]))
+m.requests.labels("fraud", "1", "records", "predict", "", "200").inc(int(sys.argv[1]))
 m.refresh_process()
 print(os.getpid())
 """
@@ -102,11 +102,13 @@ def test_worker_processes_add_up_and_a_dead_worker_leaves_the_live_gauges(tmp_pa
         return reader.exposition()[0].decode()
 
     text = scrape()
-    assert 'status="200",version="1"} 7.0' in text
+    assert 'status="200",variant="",version="1"} 7.0' in text
     assert "rtserve_worker_processes 2.0" in text
     mark_worker_dead(first, directory)
     assert "rtserve_worker_processes 1.0" in scrape()
-    assert 'status="200",version="1"} 7.0' in scrape()  # counters keep what the dead worker did
+    assert (
+        'status="200",variant="",version="1"} 7.0' in scrape()
+    )  # counters keep what the dead worker did
 
 
 def test_stale_values_of_an_earlier_run_are_removed_before_workers_start(tmp_path):
