@@ -182,6 +182,16 @@ def test_shadow_disagreement_shows_in_metrics_and_the_rollout_endpoint_within_se
         "b=1.5": {"rows": 25, "label_agreement": 1.0, "abs_delta_mean": 0.0},
     }
     assert shadows["3"]["segments"]["b=1.5"]["label_agreement"] == 0.0
+    decisions = [json.loads(line) for f in (tmp_path / "decisions").rglob("*.jsonl*")
+                 for line in f.read_text().splitlines()]  # fmt: skip
+    by_request: dict[str, set[tuple[str, str]]] = {}
+    for d in decisions:
+        by_request.setdefault(d["request_id"], set()).add((d["version"], d["variant"]))
+    # each request's shadow decisions sit beside production's, under the same request id
+    assert len(by_request) == 100
+    assert all(
+        v == {("1", "production"), ("2", "shadow"), ("3", "shadow")} for v in by_request.values()
+    )
     assert (
         'rtserve_shadow_predictions_total{model="dense",outcome="compared",version="3"} 100.0'
         in (metrics)
