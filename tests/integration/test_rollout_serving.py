@@ -62,6 +62,7 @@ def test_a_ten_percent_canary_gets_ten_percent_of_5000_requests_and_says_so_ever
             model = response.json()["model"]
             seen[(model["version"], model["variant"], response.headers["rtserve-variant"])] += 1
         metrics = client.get("/metrics").text
+    print(f"\n10% canary over 5,000 requests: {dict(seen)}")
     assert set(seen) == {("1", "production", "production"), ("2", "canary", "canary")}
     assert abs(seen[("2", "canary", "canary")] / 5000 - 0.10) <= 0.02
     assert (
