@@ -1,4 +1,4 @@
-"""rtserve against MLServer, BentoML, LitServe and a plain FastAPI service, side by side.
+"""rtserve against mosec, MLServer, BentoML, LitServe and a plain FastAPI service, side by side.
 
 Run it with ``bench/run.sh`` (sets up the peers' environments first); ``--help`` lists the
 options. What it does, in order:
@@ -6,14 +6,16 @@ options. What it does, in order:
 1. trains the models once (bench/models.py) and saves them with joblib (peers) and as rtserve
    bundles (rtserve) under bench/.work/;
 2. measures the in-process floor: the fitted pipeline's own ``predict_proba`` on one row;
-3. starts every target one at a time on a free loopback port, pinned to the server CPUs, timing
-   process start to ready, reading the RSS of its process tree and its idle CPU use; then
+3. starts every target one at a time on a free loopback port, on the server CPUs (all of them
+   unless ``--pinned`` or ``--server-cpus``), timing process start to ready, reading the RSS of its process tree and its idle CPU use; then
    suspends it (SIGSTOP on the whole tree): the targets stay up but only the one being measured
    runs, so an idle server that polls (LitServe's fast_queue does) cannot slow the others;
 4. checks every target's answers on the validation rows against in-process predictions;
 5. measures each (concurrency, model) point for every target in turn, rotating the order from
    point to point (interleaved, so drift on a shared machine hits every target alike), resuming
-   only the measured target, with rtserve's load generator pinned to the client CPUs;
+   only the measured target, with rtserve's load generator on the client CPUs; the CPU time of
+   every thread of the server's process tree is read before and after (bench/cpu.py), giving
+   µs of CPU per request per thread group;
 6. writes bench/results/<time>-<mode>.json and .md (plus latest.md) and prints the goal checks.
 """
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(HERE))
 
 import models as bench_models  # noqa: E402
 import report  # noqa: E402
+from cpu import CpuProbe  # noqa: E402
 from targets import OPT_IN, VENVS, Target, all_targets  # noqa: E402
 
 from rtserve.loadgen import Endpoint, LoadSpec, Workload, encode_request, run_load  # noqa: E402
@@ -53,6 +56,7 @@ PEER_PACKAGES = {
     "mlserver": ["mlserver", "mlserver-sklearn", "uvloop"],
     "bentoml": ["bentoml"],
     "litserve": ["litserve", "pyzmq"],
+    "mosec": ["mosec"],
 }
 SHARED_PACKAGES = ["scikit-learn", "numpy", "pandas", "joblib"]
 #: Seconds a resumed server gets before its warm-up starts.
@@ -112,6 +116,7 @@ def main() -> None:
             "concurrency": args.concurrency,
             "server_cpus": args.server_cpus,
             "client_cpus": args.client_cpus,
+            "shared_cpus": args.shared_cpus,
             "check_rows": args.check_rows,
             "atol": args.atol,
         },
@@ -166,11 +171,15 @@ def _arguments() -> argparse.Namespace:
         help="card,dense_lr,dense_gb (default); dense_mlp (a large model) on request",
     )
     parser.add_argument(
-        "--server-cpus", default="1", help="CPUs every server is pinned to (default 1)"
+        "--pinned",
+        action="store_true",
+        help="pin every server to the last CPU and the load generator to the others (default: "
+        "unpinned, servers and load generator share every CPU, as deployed)",
     )
     parser.add_argument(
-        "--client-cpus", default="0", help="CPUs the load generator is pinned to (default 0)"
+        "--server-cpus", help="CPUs every server may use, e.g. 1 or 0,1 (default: all)"
     )
+    parser.add_argument("--client-cpus", help="CPUs the load generator may use (default: all)")
     parser.add_argument(
         "--rtserve-arg",
         action="append",
@@ -195,8 +204,18 @@ def _arguments() -> argparse.Namespace:
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    args.server_cpus = [int(c) for c in args.server_cpus.split(",")]
-    args.client_cpus = [int(c) for c in args.client_cpus.split(",")]
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pinned and len(cpus) < 2:
+        parser.error(f"--pinned needs two CPUs or more; this process may use {cpus}")
+    default_server = cpus[-1:] if args.pinned else cpus
+    default_client = cpus[:-1] if args.pinned else cpus
+    args.server_cpus = (
+        [int(c) for c in args.server_cpus.split(",")] if args.server_cpus else default_server
+    )
+    args.client_cpus = (
+        [int(c) for c in args.client_cpus.split(",")] if args.client_cpus else default_client
+    )
+    args.shared_cpus = bool(set(args.server_cpus) & set(args.client_cpus))
     args.models = args.models.split(",")
     known = {*bench_models.NAMES, *bench_models.EXTRA_NAMES}
     if set(args.models) - known:
@@ -527,6 +546,7 @@ def measure(
                 print(
                     f"[{done:3}/{total}] {name:8} c={concurrency:<3} {run.target.name:16} "
                     f"{result['throughput']:9.1f} req/s  p50 {latency['p50']:8.3f} ms  p99 {latency['p99']:8.3f} ms"
+                    + _cpu_text(result.get("cpu"))
                     + (f"  errors {result['errors']}" if result["error_count"] else "")
                 )
         for run in order:
@@ -547,6 +567,15 @@ def measure(
     return points
 
 
+def _cpu_text(cpu: dict[str, Any] | None) -> str:
+    if not cpu or cpu["total_us"] is None:
+        return ""
+    top = list(cpu["us_per_request"].items())[:3]
+    return (
+        f"  CPU {cpu['total_us']:6.0f} us/req (" + ", ".join(f"{g} {v:.0f}" for g, v in top) + ")"
+    )
+
+
 def _measure_one(
     run: TargetRun, model: bench_models.BenchModel, concurrency: int, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -557,8 +586,13 @@ def _measure_one(
         warmup_s=args.warmup,
         timeout_s=30.0,
     )
+    probe = CpuProbe(run.pid, run.target.kind) if run.pid else None
     with run.running():
-        result: dict[str, Any] = run_load(_workload(run, model), spec).to_dict()
+        result: dict[str, Any] = run_load(
+            _workload(run, model), spec, probe.progress if probe else None
+        ).to_dict()
+        if probe is not None:
+            result["cpu"] = probe.finish(result["ok"] + result["error_count"])
         rss = _rss_mb(run.pid) if run.pid else None
     del result["histogram"]
     run.rss_peak_mb = max(run.rss_peak_mb, rss or 0.0)

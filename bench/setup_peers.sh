@@ -7,7 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 pins="$(cd "$root" && uv run --quiet python -c 'import joblib, numpy, pandas, sklearn; print(f"scikit-learn=={sklearn.__version__} numpy=={numpy.__version__} pandas=={pandas.__version__} joblib=={joblib.__version__}")')"
-for peer in fastapi mlserver bentoml litserve; do
+for peer in fastapi mlserver bentoml litserve mosec; do
   venv="$here/.venvs/$peer"
   want="$(cat "$here/requirements/$peer.txt") $pins"
   if [[ -f "$venv/.bench-installed" && "$(cat "$venv/.bench-installed")" == "$want" ]]; then

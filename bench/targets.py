@@ -267,6 +267,30 @@ def all_targets(
             venv="fastapi",
         ),
     ]
+    out.append(
+        Target(
+            "mosec",
+            "peer",
+            f"mosec 0.9 (Rust HTTP front, Python workers), dynamic batching 32 / 5 ms, "
+            f"{workers} worker(s) per model, one OpenMP thread each",
+            lambda port, work: [
+                py("mosec"),
+                "mosec_app.py",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            "/",
+            _row_encode,
+            _answer_decode,
+            env=peer_env,
+            cwd=PEERS,
+            venv="mosec",
+        )
+    )
     for variant in ("default", "tuned"):
         suffix = "" if variant == "default" else "-tuned"
         env = {**peer_env, "BENCH_VARIANT": variant}

@@ -33,6 +33,7 @@ from rtserve.errors import DeadlineExceededError
 from rtserve.events import BatchInfo, RequestTrace
 from rtserve.guard.admission import QueueState
 from rtserve.guard.deadline import Deadline
+from rtserve.observability.threads import name_os_thread
 from rtserve.runtimes.base import ModelOutput
 from rtserve.types import Columns
 
@@ -108,7 +109,9 @@ class AdaptiveBatcher:
         self._drains: set[asyncio.Task[None]] = set()
         self._running = 0
         self._started: dict[int, float] = {}  # running batch -> when its predict started
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"rt-{name}")
+        self._pool = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix=f"rt-{name}", initializer=name_os_thread
+        )
         self.stats = BatchStats()
         # A lone small request on an idle model whose predict is known to take less than
         # ``inline_below`` seconds runs right on the event loop: the hop to a worker thread and

@@ -22,6 +22,7 @@ from typing import Any
 
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.errors import NotReadyError, RtserveError
+from rtserve.observability.threads import name_os_thread
 from rtserve.registry import Registry
 from rtserve.settings import RegistrySettings
 from rtserve.types import ModelState
@@ -107,6 +108,7 @@ class RegistryFollower:
         self.registry.close()
 
     def _poll(self) -> None:
+        name_os_thread()
         refs = [(f.name, f.ref) for f in self.followed.values()]
         while not self._stop.wait(self.settings.poll_interval_s):
             try:

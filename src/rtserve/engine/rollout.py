@@ -27,6 +27,7 @@ import numpy as np
 
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.events import BatchInfo, Observer, PredictionEvent
+from rtserve.observability.threads import name_os_thread
 from rtserve.rollout.gate import Agreement, ArmFigures, GateResult
 from rtserve.rollout.spec import RolloutSpec, RolloutState
 from rtserve.rollout.split import PINNED, PRODUCTION, SHADOW, Route, TrafficSplit
@@ -353,6 +354,7 @@ class Rollouts:
 
     def _shadow_loop(self, live: LiveRollout, version: str) -> None:
         """One shadow's thread: until stopped, or its rollout is replaced."""
+        name_os_thread()
         source = live.shadows[version].queue
         while not self._stop.is_set() and self.live.get(live.spec.model) is live:
             try:

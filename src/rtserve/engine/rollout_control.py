@@ -32,6 +32,7 @@ from rtserve.errors import (
     RolloutConflictError,
     RtserveError,
 )
+from rtserve.observability.threads import name_os_thread
 from rtserve.rollout.gate import GateResult, evaluate
 from rtserve.rollout.spec import RolloutSpec, RolloutState, initial_state, read_spec_file
 from rtserve.rollout.split import CANARY, PRODUCTION
@@ -174,6 +175,7 @@ class RolloutController:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        name_os_thread()
         while not self._stop.wait(self.interval_s):
             try:
                 self.tick()

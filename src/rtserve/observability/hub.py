@@ -19,6 +19,7 @@ from rtserve.observability.drift import DriftObserver, Reference
 from rtserve.observability.metrics import Metrics, ModelSnapshot
 from rtserve.observability.model_metrics import MetricsObserver
 from rtserve.observability.redaction import default_redactor
+from rtserve.observability.threads import name_os_thread
 from rtserve.observability.tracing import Tracer, configure_default_provider
 from rtserve.settings import Settings
 
@@ -165,6 +166,7 @@ class Observability:
         return {"enabled": True, **report}
 
     def _refresh_loop(self) -> None:
+        name_os_thread()
         while not self._stop.wait(REFRESH_SECONDS):
             try:
                 self.refresh()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from rtserve.observability.metrics import Metrics
+from rtserve.observability.threads import name_os_thread
 
 T = TypeVar("T")
 logger = logging.getLogger("rtserve.observability")
@@ -128,6 +129,7 @@ class BackgroundQueue(Generic[T]):
                     time.sleep(self._pause)
 
     def _run(self) -> None:
+        name_os_thread()
         next_tick = time.monotonic() + self._tick_seconds
         while not self._stop.wait(self._interval):
             self._drain()
