@@ -203,6 +203,36 @@ def test_parquet_is_cut_into_pieces_of_whole_row_groups_that_keep_row_positions(
     assert pd.concat([b.rows for b in read])["tx_id"].tolist() == rows["tx_id"].tolist()  # type: ignore[misc]
 
 
+def test_parquet_outputs_gather_batches_into_full_row_groups_whatever_the_batch_size(
+    fraud_bundle_dir: Path,
+    fraud_predictor: rtserve.Predictor,
+    rows: pd.DataFrame,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One row group per batch would grow the writer's in-memory footer with the file size.
+    monkeypatch.setattr(batch, "OUTPUT_ROW_GROUP_ROWS", 50)
+    rows.to_parquet(tmp_path / "rows.parquet", row_group_size=16)
+    for size in (7, 13):
+        run_batch(
+            fraud_bundle_dir,
+            str(tmp_path / "rows.parquet"),
+            tmp_path / f"out-{size}",
+            id_column="tx_id",
+            batch_size=size,
+            rows_per_task=40,
+        )
+
+    written = pq.ParquetFile(tmp_path / "out-7" / "rows.parquet").metadata
+    assert [written.row_group(i).num_rows for i in range(written.num_row_groups)] == [50, 50, 20]
+    assert (tmp_path / "out-7" / "rows.parquet").read_bytes() == (
+        tmp_path / "out-13" / "rows.parquet"
+    ).read_bytes()
+    assert_scores(
+        pd.read_parquet(tmp_path / "out-7" / "rows.parquet"), expected_frame(fraud_predictor, rows)
+    )
+
+
 def test_the_progress_line_shows_rows_per_second_and_the_eta_from_parquet_metadata(
     fraud_bundle_dir: Path, rows: pd.DataFrame, tmp_path: Path
 ) -> None:
