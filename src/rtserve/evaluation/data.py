@@ -237,7 +237,7 @@ def read_decisions(path: Path, wanted: DecisionFilter) -> list[Decision]:
             ``model=``); none carries inputs (the server did not record them).
     """
     query = wanted.query()
-    records = JsonlReader(path).query(query) if path.is_dir() else _read_segment(path, query)
+    records = JsonlReader(path).query(query)
     where = f"{DECISIONS_PREFIX}{path}"
     if not records:
         raise ComparisonError(
@@ -258,22 +258,6 @@ def read_decisions(path: Path, wanted: DecisionFilter) -> list[Decision]:
             field="data",
         )
     return records
-
-
-def _read_segment(path: Path, query: DecisionQuery) -> list[Decision]:
-    """Matching records of one segment file (a partly written last line is skipped)."""
-    import msgspec
-
-    found: list[Decision] = []
-    for line in path.read_bytes().splitlines():
-        try:
-            decision = Decision.from_json(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if query.matches(decision):
-            found.append(decision)
-    found.sort(key=lambda d: (d.time, d.request_id, d.server_id, d.row))
-    return found[: query.limit]
 
 
 def is_missing(value: Any) -> bool:

@@ -136,15 +136,20 @@ class JsonlSink:
 
 
 class JsonlReader:
-    """Reads the segments of a decision directory (a partly written last line is skipped)."""
+    """Reads the segments of a decision directory, or one segment file (a partly written last
+    line is skipped)."""
 
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
+    def __init__(self, path: str | Path) -> None:
+        self.directory = Path(path)
 
     def query(self, query: DecisionQuery) -> list[Decision]:
         """Matching decisions in time order, at most ``query.limit``."""
         found: list[Decision] = []
-        for segment in sorted(self.directory.glob(PATTERN), key=_age_key):
+        if self.directory.is_file():
+            segments = [self.directory]
+        else:
+            segments = sorted(self.directory.glob(PATTERN), key=_age_key)
+        for segment in segments:
             try:
                 lines = segment.read_bytes().splitlines()
             except FileNotFoundError:  # deleted by retention while we listed
