@@ -15,7 +15,7 @@ from rtserve.bundle.validator import Validator
 from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
-from rtserve.engine.rollout import VARIANT_HEADER, Rollouts, ShadowCopy, first_record_value
+from rtserve.engine.rollout import VARIANT_HEADER, Rollouts, ShadowCopy
 from rtserve.errors import AccessError, InputError, NotFoundError, ValidationError
 from rtserve.events import BatchInfo, Observer, PredictionEvent, RequestTrace
 from rtserve.guard.auth import not_found_unlisted
@@ -241,8 +241,8 @@ class DataPlane:
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """``POST /v2/models/{name}[/versions/{v}]/infer``."""
-        served = self.route(name, version, trace, headers, lambda f: first_record_value(
-            body[:header_length] if header_length else body, "v2", f))  # fmt: skip
+        document = body[:header_length] if header_length else body
+        served = self.route(name, version, trace, headers, document)
         served.inflight += 1  # the version drains (a hot swap waits) until this request ends
         try:
             return await self._infer_v2(served, body, header_length, trace, deadline)
@@ -310,9 +310,7 @@ class DataPlane:
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """``POST /v1/models/{name}:predict`` with ``{"instances": [...]}``."""
-        served = self.route(
-            name, version, trace, headers, lambda f: first_record_value(body, "records", f)
-        )
+        served = self.route(name, version, trace, headers, body)
         served.inflight += 1  # the version drains (a hot swap waits) until this request ends
         try:
             return await self._predict_records(served, body, trace, deadline)
@@ -364,14 +362,14 @@ class DataPlane:
         version: str | None,
         trace: RequestTrace,
         headers: Mapping[str, str] | None = None,
-        field_value: Callable[[str], str | None] = lambda _field: None,
+        document: bytes = b"",
     ) -> ServedModel:
         """The served model version that answers this request, noted in ``trace``.
 
         Without a rollout for ``name``: the version asked for (the name's default version when
         ``version`` is None). Under a rollout the split chooses among the name's versions
         (canary weight or sticky A/B by the spec's key: the request id, a header, or a field of
-        the first record, read by ``field_value``), before anything is decoded, since the
+        the first record of the JSON ``document``), before anything is decoded, since the
         request is validated against the chosen version's schema; a version asked for
         explicitly bypasses the split (variant ``pinned``). Every later step uses only the
         ``ServedModel`` returned, and the trace carries the choice (``variant``) to the body,
@@ -381,7 +379,7 @@ class DataPlane:
             if version is not None:
                 trace.variant = PINNED
             else:
-                chosen = self.rollouts.choose(name, trace.request_id, headers, field_value)
+                chosen = self.rollouts.choose(name, trace.request_id, headers, document)
                 if chosen is not None:
                     try:
                         served = self.manager.get(name, chosen.version)

@@ -304,9 +304,10 @@ class Rollouts:
         name: str,
         request_id: str,
         headers: Mapping[str, str] | None,
-        field_value: Callable[[str], str | None],
+        document: bytes,
     ) -> Route | None:
-        """The version and variant for an unpinned request of ``name`` (None: no rollout)."""
+        """The version and variant for an unpinned request of ``name`` (None: no rollout);
+        ``document`` is the request's JSON, read only for a split keyed by a field."""
         live = self.live.get(name)
         if live is None:
             return None
@@ -316,7 +317,7 @@ class Rollouts:
         if header is not None:
             key = headers.get(header) if headers is not None else None
         elif split.field_key is not None:
-            key = field_value(split.field_key)
+            key = first_record_value(document, split.field_key)
         if key is None:  # no key: production, and the request is not counted in any arm
             return Route(live.spec.production, PRODUCTION)
         return split.choose(key)
@@ -511,17 +512,18 @@ def _shadow_event(
     )
 
 
-def first_record_value(body: bytes, protocol: str, name: str) -> str | None:
-    """The value of field ``name`` in a request's first record (records API ``instances`` or an
-    Open Inference Protocol input tensor), as text; None when absent. Used only when an A/B
-    split is keyed by a field, so the extra parse costs nothing otherwise."""
+def first_record_value(body: bytes, name: str) -> str | None:
+    """The value of field ``name`` in a request's first record (records API ``instances``, or
+    the first element of the Open Inference Protocol input tensor of that name), as text; None
+    when absent. Used only when a split is keyed by a field, so the extra parse costs nothing
+    otherwise."""
     try:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError:
         return None
     if not isinstance(document, dict):
         return None
-    if protocol == "records":
+    if "instances" in document:
         instances = document.get("instances")
         if isinstance(instances, list) and instances and isinstance(instances[0], dict):
             value = instances[0].get(name)
