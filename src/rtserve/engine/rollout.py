@@ -118,8 +118,6 @@ class ShadowStats:
     deltas: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW_CAP))
     #: segment -> [rows, rows disagreeing, sum of |delta|]
     segments: dict[str, list[float]] = field(default_factory=dict)
-    rows: int = 0
-    disagreed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Copies waiting for this shadow (its own queue and thread: a slow shadow starves no other).
     queue: queue.Queue[ShadowCopy] = field(default_factory=queue.Queue)
@@ -407,30 +405,14 @@ class Rollouts:
         else:
             differs = np.zeros(rows, dtype=bool)
         if primary.probabilities is not None and shadow.probabilities is not None:
-            delta = (
-                np.abs(
-                    np.asarray(primary.probabilities, dtype=np.float64)
-                    - np.asarray(shadow.probabilities, dtype=np.float64)
-                )
-                .reshape(rows, -1)
-                .max(axis=1)
-            )
+            delta = _row_delta(primary.probabilities, shadow.probabilities, rows)
         elif primary.value is not None and shadow.value is not None:
-            delta = (
-                np.abs(
-                    np.asarray(primary.value, dtype=np.float64)
-                    - np.asarray(shadow.value, dtype=np.float64)
-                )
-                .reshape(rows, -1)
-                .max(axis=1)
-            )
+            delta = _row_delta(primary.value, shadow.value, rows)
         else:
             delta = np.zeros(rows)
         segments = _segment_names(copy.columns, live.spec.segments)
         with stats.lock:
             stats.compared += 1
-            stats.rows += rows
-            stats.disagreed += int(differs.sum())
             stats.window.append(
                 (time.monotonic(), rows, int(differs.sum()), float(delta.max(initial=0.0)), seconds)
             )
@@ -448,6 +430,13 @@ class Rollouts:
         for hook in self.on_shadow:
             for _ in range(n):
                 hook(name, version, outcome)
+
+
+def _row_delta(primary: Any, shadow: Any, rows: int) -> FloatArray:
+    """Per row, the largest |primary - shadow| over its outputs (classes or values)."""
+    difference = np.asarray(primary, dtype=np.float64) - np.asarray(shadow, dtype=np.float64)
+    largest: FloatArray = np.abs(difference).reshape(rows, -1).max(axis=1)
+    return largest
 
 
 def _concat(parts: list[Columns]) -> Columns:
