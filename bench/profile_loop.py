@@ -72,6 +72,7 @@ STEPS: list[tuple[str, str]] = [
         r"rtserve/engine/dataplane\.py|rtserve/engine/manager\.py|rtserve/engine/cache",
         "data plane (route, answer, report)",
     ),
+    (r"rtserve/server/lane\.py", "records lane (take, admit, group, reply, write)"),
     (
         r"rtserve/server/|rtserve/events\.py|starlette",
         "request front (match, headers, trace, reply)",
@@ -88,7 +89,9 @@ OTHER = "other"
 def serve(argv: list[str]) -> None:
     """``rtserve serve ARGV`` with SIGUSR1 (profile the event loop) and SIGUSR2 (write it)."""
     out = Path(os.environ["RTSERVE_PROFILE_OUT"])
-    profiler = cProfile.Profile()
+    # the thread's CPU clock: a C call that releases the GIL (a write, ONNX Runtime) is charged
+    # its own CPU, not the time other threads held the GIL meanwhile
+    profiler = cProfile.Profile(time.thread_time)
 
     def start(_signum: int, _frame: Any) -> None:
         profiler.enable()

@@ -227,6 +227,12 @@ class BatchingSettings(BaseModel):
         description="A lone small request on an idle model whose predict typically takes less "
         "than this many seconds runs on the event loop, skipping a thread hop (0: never).",
     )
+    group_requests: bool = Field(
+        default=True,
+        description="Serve the records-API predict requests of one model that arrive in one "
+        "event-loop turn as one group: validated, predicted and encoded together, straight from "
+        "rtserve's HTTP protocol (false: each request on its own through the ASGI app).",
+    )
 
 
 class CacheSettings(BaseModel):

@@ -59,6 +59,26 @@ class Counting:
 
         await self.app(scope, receive, counted)
 
+    def records_lane(self) -> Any:
+        """The app's records lane (which rtserve's HTTP protocol hands predict requests to,
+        past any ASGI middleware), counting what it takes and answers too."""
+        lane = self.app.records_lane()
+        if lane is None or getattr(lane, "counted", False):
+            return lane
+        arrived, write = lane.arrived, lane._write
+
+        def counted_arrived(request: Any) -> None:
+            self.accepted += 1
+            arrived(request)
+
+        def counted_write(request: Any, *args: Any) -> None:
+            answered = not (request.disconnected or request.protocol.transport.is_closing())
+            write(request, *args)
+            self.completed += answered
+
+        lane.arrived, lane._write, lane.counted = counted_arrived, counted_write, True
+        return lane
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
 

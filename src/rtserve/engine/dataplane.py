@@ -247,7 +247,7 @@ class DataPlane:
         try:
             return await self._infer_v2(served, body, header_length, trace, deadline)
         except Exception as exc:
-            self._failed(trace, exc)
+            self.fail(trace, exc)
             raise
         finally:
             served.inflight -= 1
@@ -315,7 +315,7 @@ class DataPlane:
         try:
             return await self._predict_records(served, body, trace, deadline)
         except Exception as exc:
-            self._failed(trace, exc)
+            self.fail(trace, exc)
             raise
         finally:
             served.inflight -= 1
@@ -394,7 +394,7 @@ class DataPlane:
         trace.model, trace.version = served.name, served.version
         return served
 
-    def _failed(self, trace: RequestTrace, exc: Exception) -> None:
+    def fail(self, trace: RequestTrace, exc: Exception) -> None:
         """A routed request failed: count it against its variant unless the client was at
         fault (a 4xx is the request's doing, not the version's)."""
         if trace.variant and not isinstance(exc, (InputError, AccessError)):
@@ -505,7 +505,7 @@ class DataPlane:
             rollouts.shadow(served.name, copy)
 
 
-def _observed_decode(work: Callable[[], T], schema: Schema, trace: RequestTrace) -> T:
+def observed_decode(work: Callable[[], T], schema: Schema, trace: RequestTrace) -> T:
     """Decode + validate, noting in ``trace`` how long it took and what was refused."""
     started = time.perf_counter()
     try:
@@ -525,12 +525,12 @@ def _observed_decode(work: Callable[[], T], schema: Schema, trace: RequestTrace)
 
 
 async def _decode(work: Callable[[], T], size: int, schema: Schema, trace: RequestTrace) -> T:
-    """``_observed_decode`` on the event loop for a small body; in a thread for a large one,
+    """``observed_decode`` on the event loop for a small body; in a thread for a large one,
     so that the loop keeps serving other requests meanwhile (the request counts as waiting)."""
     if size <= OFFLOAD_BYTES:
-        return _observed_decode(work, schema, trace)
+        return observed_decode(work, schema, trace)
     trace.waiting()
-    return await asyncio.to_thread(_observed_decode, work, schema, trace)
+    return await asyncio.to_thread(observed_decode, work, schema, trace)
 
 
 def _schema_of(served: ServedModel) -> Schema:

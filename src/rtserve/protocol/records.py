@@ -46,8 +46,16 @@ def encode_predict_response(
 ) -> bytes:
     """The predict response: one record per input row, plus which model answered (and, under
     a rollout, why: ``variant`` is production, canary, ab:VERSION or pinned)."""
+    return encode_predict_rows(
+        predictions.to_records(), name=name, version=version, request_id=request_id, variant=variant
+    )
+
+
+def encode_predict_rows(
+    rows: list[dict[str, Any]], *, name: str, version: str, request_id: str, variant: str = ""
+) -> bytes:
+    """``encode_predict_response`` of answer records already made (``Predictions.to_records``),
+    e.g. one request's share of a group's answers."""
     model = {"name": name, "version": version, "variant": variant} if variant else {
         "name": name, "version": version}  # fmt: skip
-    return _json.encode(
-        {"predictions": predictions.to_records(), "model": model, "request_id": request_id}
-    )
+    return _json.encode({"predictions": rows, "model": model, "request_id": request_id})

@@ -25,6 +25,7 @@ from rtserve.observability.hub import Observability
 from rtserve.observability.metrics import Metrics
 from rtserve.server.error_handlers import EXCEPTION_HANDLERS
 from rtserve.server.fastpath import InferenceRouter
+from rtserve.server.lane import RecordsLane
 from rtserve.server.middleware import RequestContextMiddleware, RequestTracker
 from rtserve.server.monitoring import ManagerCatalog
 from rtserve.server.openapi import DOCS_HTML, openapi_document
@@ -163,6 +164,8 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware, tracker=tracker)  # request id + access record
     app.front = router
+    if settings.batching.group_requests:
+        app.lane = RecordsLane(plane=plane, guards=guards, tracker=tracker, routes=inference)
     app.state.settings = settings
     app.state.manager = manager
     app.state.dataplane = plane
@@ -185,6 +188,7 @@ class RtserveApp(Starlette):
     """
 
     front: InferenceRouter | None = None
+    lane: RecordsLane | None = None
     _own_middleware = 0  # middleware ``create_app`` added (before ``front`` was set)
 
     def add_middleware(self, *args: Any, **kwargs: Any) -> None:
@@ -193,6 +197,13 @@ class RtserveApp(Starlette):
         super().add_middleware(*args, **kwargs)
         if self.front is None:
             self._own_middleware = len(self.user_middleware)
+
+    def records_lane(self) -> RecordsLane | None:
+        """The lane rtserve's HTTP protocol hands records predict requests to (None once
+        middleware was added after ``create_app``: that middleware must see them)."""
+        if len(self.user_middleware) != self._own_middleware:
+            return None
+        return self.lane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve an inference request at once, anything else through Starlette."""

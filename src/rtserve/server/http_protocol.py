@@ -41,6 +41,7 @@ from rtserve.errors import (
     RtserveError,
 )
 from rtserve.server.error_handlers import raw_error_response
+from rtserve.server.lane import LaneRequest, RecordsLane
 from rtserve.settings import LimitSettings
 
 logger = logging.getLogger("rtserve.server")
@@ -111,13 +112,18 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._measure_at_end = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: RtserveError | None = None
+        self._lane: RecordsLane | None = None
 
     # --- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """uvicorn's, and the first head's timer: it runs from connect."""
+        """uvicorn's, and the first head's timer: it runs from connect. The app's records lane
+        (``RtserveApp.records_lane``) takes this connection's records predict requests."""
         super().connection_made(transport)
         self._arm_head_timer()
+        lane_of = getattr(self.app, "records_lane", None)  # None when wrapped (proxy headers)
+        if lane_of is not None and self.limit_concurrency is None:
+            self._lane = lane_of()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, without a timer left behind."""
@@ -138,6 +144,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self._receive_head(data)
         if self._in_head and self._head_used and self._head_timer is None:
             self._arm_head_timer()  # a head began in this read and is not complete
+        else:
+            cycle: object = self.cycle
+            if type(cycle) is LaneRequest and cycle.more_body and self._lane is not None:
+                self._lane.body_pending(cycle)
 
     def _receive_head(self, data: bytes) -> None:
         """``data_received`` for a read that may take the head past its limit, or a refused
@@ -185,11 +195,23 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             if size > self._max_head:
                 self._refusal = self._too_large(str(size))
                 raise _RefusedError  # httptools stops; uvicorn calls send_400_response
+        lane = self._lane
+        if lane is not None and (self.cycle is None or self.cycle.response_complete):
+            request = lane.take(self)
+            if request is not None:  # it stands in uvicorn's cycle slot until answered
+                self.cycle = request  # type: ignore[assignment]
+                return
         _headers_complete(self)
 
     def on_message_complete(self) -> None:
-        """uvicorn's; the next bytes are the next request's head."""
-        _message_complete(self)
+        """uvicorn's, or the lane's request goes to the lane; the next bytes are the next
+        request's head."""
+        cycle: object = self.cycle
+        if type(cycle) is LaneRequest:
+            if not cycle.response_complete and self._lane is not None:  # else refused (slow body)
+                self._lane.arrived(cycle)
+        else:
+            _message_complete(self)
         self._in_head = True
         self._head_used = 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterable
 from contextvars import Token
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,10 +48,18 @@ class RequestTracker:
     def begin(self, scope: Scope) -> tuple[RequestTrace, Token[str]]:
         """The request's trace, its id bound; the caller echoes ``trace.request_id``, passes the
         trace on to the data plane and calls ``end`` exactly once."""
+        trace = self.trace(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = trace.request_id
+        token = request_context.bind(trace.request_id)
+        return trace, token
+
+    def trace(self, headers: Iterable[tuple[bytes, bytes]]) -> RequestTrace:
+        """A new request's trace from its raw headers: the client's ``X-Request-ID`` when sane
+        (else a fresh id) and its valid ``traceparent``; the in-flight gauge counts it."""
         started = time.perf_counter()
         request_id = ""
         traceparent: str | None = None
-        for key, value in scope["headers"]:
+        for key, value in headers:
             if key == b"x-request-id" and not request_id:
                 candidate = value.decode("latin-1")
                 if _VALID_ID.match(candidate):
@@ -61,11 +70,8 @@ class RequestTracker:
                     traceparent = candidate
         if not request_id:
             request_id = _new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-        trace = RequestTrace(request_id, started, traceparent)
-        token = request_context.bind(request_id)
         self.recorder.started()
-        return trace, token
+        return RequestTrace(request_id, started, traceparent)
 
     def end(
         self,

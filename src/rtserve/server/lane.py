@@ -1,0 +1,542 @@
+"""The records predict route served per event-loop turn: the requests of one turn, together.
+
+Served one at a time, a small model's request spends most of its CPU in per-request Python
+around a cheap prediction: ASGI scope and messages, a task, one-record validation, one batcher
+submission, one guard call. ``RecordsLane`` takes ``POST /v1/models/{name}[/versions/{v}]:predict``
+requests straight from the HTTP protocol (``BoundedHttpProtocol``), before any ASGI object
+exists, and serves the requests of one model that arrived in one event-loop turn as one group:
+their rows are validated at once (vectorized per field), predicted by one submission to the
+model's guard and batcher, encoded from one list of answer records and written to each
+connection. Per request there remain the parser's callbacks, admission (deadline header,
+credentials, rate limit), one JSON decode, the observers' event, the access record and a write.
+
+Every answer is the one the ASGI route would give (a test sends the same requests both ways):
+a request the group cannot take as it is (a bad body, a row that fails validation) is answered
+alone, with its own error; the group's failures (shed, timed out, model error) answer each of
+its requests with the mapped error. The protocol hands the lane only requests it can take
+whole: HTTP/1.1, a plain ``Content-Length`` body of at most 64 KiB (the size decoded on the
+event loop), no ``Expect``, ``Transfer-Encoding``, ``Content-Encoding`` or upgrade, no query
+string or escaped path, and no request of the connection still unanswered; anything else goes
+through uvicorn and the ASGI app as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from rtserve.bundle.schema import Schema
+from rtserve.bundle.validator import Validator
+from rtserve.engine.dataplane import OFFLOAD_BYTES, DataPlane, observed_decode
+from rtserve.engine.manager import ServedModel
+from rtserve.engine.predictions import Predictions
+from rtserve.engine.rollout import VARIANT_HEADER
+from rtserve.errors import RequestTimeoutError, RtserveError
+from rtserve.events import RequestTrace
+from rtserve.guard.deadline import Deadline
+from rtserve.guard.fallback import FALLBACK_HEADER
+from rtserve.guard.limits import check_json_depth, check_rows, check_strings
+from rtserve.observability.access import Finished
+from rtserve.protocol import records
+from rtserve.runtimes.base import ModelOutput
+from rtserve.server.endpoints import ACCEPTED_TYPES, check_content_type
+from rtserve.server.error_handlers import handle_rtserve_error, handle_unexpected
+from rtserve.server.middleware import RequestTracker
+from rtserve.server.request_guards import CLIENT_CLOSED, RequestGuards, admit, rate_headers
+from rtserve.server.routes import InferenceRoute
+from rtserve.types import Columns
+
+if TYPE_CHECKING:
+    from rtserve.server.http_protocol import BoundedHttpProtocol
+
+logger = logging.getLogger("rtserve.server")
+#: ``/v1/models/{name}:predict`` and ``/v1/models/{name}/versions/{version}:predict``, literal
+#: (an escaped or otherwise unusual path takes the ASGI route, which decodes it).
+_RECORDS_PATH = re.compile(
+    rb"/v1/models/([A-Za-z0-9._\-]+)(?:/versions/([A-Za-z0-9._\-]+))?:predict"
+)
+#: Request headers that need the ASGI route's handling (streaming, decompression, upgrades).
+_NOT_LANE_HEADERS = ("transfer-encoding", "content-encoding", "expect", "upgrade")
+_JSON_TYPES = ACCEPTED_TYPES["records"]
+_CONNECTION_CLOSE = (b"connection", b"close")
+_FALLBACK = FALLBACK_HEADER.lower().encode("latin-1")
+_VARIANT = VARIANT_HEADER.lower().encode("latin-1")
+
+
+class _NoEvent:
+    """uvicorn sets its cycle's message event on every body chunk; nothing here waits on it."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        """Nothing to wake."""
+
+
+_NO_EVENT = _NoEvent()
+
+
+class LaneRequest:
+    """One request the lane took: its route, headers and body, and the connection to answer on.
+
+    It stands in the protocol's ``cycle`` slot while it is served, with the attributes uvicorn's
+    protocol reads and writes there (``body``, ``more_body``, ``message_event``,
+    ``response_complete``, ``disconnected``, ``keep_alive``), so that the protocol's body
+    callbacks, pipelining, disconnect and shutdown handling apply to it unchanged.
+    """
+
+    __slots__ = (
+        "body",
+        "body_timer",
+        "disconnected",
+        "headers",
+        "keep_alive",
+        "message_event",
+        "more_body",
+        "name",
+        "path",
+        "protocol",
+        "raw_headers",
+        "response_complete",
+        "route",
+        "started",
+        "version",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        protocol: BoundedHttpProtocol,
+        route: InferenceRoute,
+        name: str,
+        version: str | None,
+        path: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        headers: dict[str, str],
+        keep_alive: bool,
+    ) -> None:
+        self.protocol = protocol
+        self.route = route
+        self.name = name
+        self.version = version
+        self.path = path
+        self.raw_headers = raw_headers
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.started = time.perf_counter()
+        self.body = b""
+        self.more_body = True
+        self.message_event = _NO_EVENT
+        self.response_complete = False
+        self.disconnected = False
+        #: Started when the head came without the whole body (``RecordsLane.body_pending``).
+        self.body_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class _Member:
+    """A request of a group once admitted and decoded."""
+
+    request: LaneRequest
+    trace: RequestTrace
+    rate: dict[str, str] | None
+    deadline: Deadline
+    served: ServedModel  # the model version that answers it (``DataPlane.route``)
+    instances: list[dict[str, Any]] = field(default_factory=list)
+    decoded: float = 0.0  # perf_counter when its decoding began
+
+
+class RecordsLane:
+    """Takes records predict requests from the protocol and serves each turn's as groups."""
+
+    def __init__(
+        self,
+        *,
+        plane: DataPlane,
+        guards: RequestGuards,
+        tracker: RequestTracker,
+        routes: Sequence[InferenceRoute],
+    ) -> None:
+        self.plane = plane
+        self.guards = guards
+        self.tracker = tracker
+        self.recorder = tracker.recorder
+        records_routes = [r for r in routes if r.tag == "records"]
+        self._unversioned = next(r for r in records_routes if "{version}" not in r.path)
+        self._versioned = next(r for r in records_routes if "{version}" in r.path)
+        #: A body the lane takes is decoded on the event loop: at most ``OFFLOAD_BYTES``.
+        self.max_body = min(guards.limits.max_body_bytes, OFFLOAD_BYTES)
+        self._pending: list[LaneRequest] = []
+        self._flush_scheduled = False
+
+    # --- taking requests from the protocol ----------------------------------------------------
+
+    def take(self, protocol: BoundedHttpProtocol) -> LaneRequest | None:
+        """The request whose head the protocol just parsed, if the lane can serve it whole."""
+        parser = protocol.parser
+        if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
+            return None
+        found = _RECORDS_PATH.fullmatch(protocol.url)
+        if found is None:
+            return None
+        # header names are lower-case (uvicorn's on_header); the first of repeated ones wins
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(protocol.headers)}
+        length = headers.get("content-length", "")
+        if not length.isdigit() or not 0 < int(length) <= self.max_body:
+            return None
+        for name in _NOT_LANE_HEADERS:
+            if name in headers:
+                return None
+        name, version = found.group(1).decode("ascii"), found.group(2)
+        return LaneRequest(
+            protocol,
+            self._unversioned if version is None else self._versioned,
+            name,
+            None if version is None else version.decode("ascii"),
+            protocol.url.decode("ascii"),
+            protocol.headers,
+            headers,
+            parser.should_keep_alive(),
+        )
+
+    def body_pending(self, request: LaneRequest) -> None:
+        """The request's body did not come with its head: it has ``body_timeout_s`` to arrive
+        (the ASGI route's bound), else it is answered 408."""
+        if request.body_timer is None:
+            request.body_timer = asyncio.get_running_loop().call_later(
+                self.guards.limits.body_timeout_s, self._body_timed_out, request
+            )
+
+    def _body_timed_out(self, request: LaneRequest) -> None:
+        if request.response_complete or not request.more_body:
+            return
+        timeout = self.guards.limits.body_timeout_s
+        error = RequestTimeoutError(
+            f"the request body did not arrive within {timeout:g} s ({len(request.body)} bytes "
+            "so far); send it at once, or in smaller requests",
+            field="body",
+        )
+        trace = self.tracker.trace(request.raw_headers)
+        request.response_complete = True  # the rest of the body is dropped as it arrives
+        _spawn(request, self._fail(request, trace, error))
+
+    def arrived(self, request: LaneRequest) -> None:
+        """The request's body is complete: serve it with the others of this loop turn."""
+        request.more_body = False
+        if request.body_timer is not None:
+            request.body_timer.cancel()
+        self._pending.append(request)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """One task per model (and version asked for) for the requests of the turn."""
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        groups: dict[tuple[str, str | None], list[LaneRequest]] = {}
+        for request in pending:
+            groups.setdefault((request.name, request.version), []).append(request)
+        for members in groups.values():
+            _spawn(members[0], self._serve(members))
+
+    # --- serving a group ------------------------------------------------------------------------
+
+    async def _serve(self, requests: list[LaneRequest]) -> None:
+        """Admit, decode, validate, predict, encode and answer one group; every request of it is
+        answered exactly once, whatever fails."""
+        members: list[_Member] = []
+        try:
+            for request in requests:
+                member = await self._admit(request)
+                if member is not None:
+                    members.append(member)
+            by_version: dict[int, list[_Member]] = {}
+            for member in members:
+                by_version.setdefault(id(member.served), []).append(member)
+            for group in by_version.values():
+                await self._predict(group)
+        except Exception as exc:  # noqa: BLE001 - logged there; the clients learn nothing internal
+            for member in members:
+                if not member.request.response_complete:
+                    await self._fail(member.request, member.trace, exc)
+
+    async def _admit(self, request: LaneRequest) -> _Member | None:
+        """Admission, content type, route and decoding of one request (what the ASGI route does
+        before validation); None when it was answered with an error instead."""
+        trace = self.tracker.trace(request.raw_headers)
+        trace.started = request.started
+        route = request.route
+        try:
+            client = request.protocol.client
+            admitted = await admit(
+                self.guards,
+                request.headers,
+                route.role,
+                route.described,
+                client[0] if client else None,
+            )
+            check_content_type(request.headers, _JSON_TYPES)
+            plane = self.plane
+            served = plane.route(
+                request.name, request.version, trace, request.headers, request.body
+            )
+            trace.protocol = "records"
+            member = _Member(
+                request,
+                trace,
+                rate_headers(admitted.rate) if admitted.rate is not None else None,
+                admitted.deadline,
+                served,
+            )
+            predictor, _ = served.require_ready()
+            limits, body = plane.limits, request.body
+            member.decoded = time.perf_counter()
+
+            def decode() -> list[dict[str, Any]]:
+                instances, _parameters = records.decode_predict_request(body)
+                check_json_depth(body, limits.max_json_depth)
+                check_rows(len(instances), limits.max_instances, "instances")
+                return instances
+
+            member.instances = observed_decode(decode, predictor.schema, trace)
+        except Exception as exc:  # noqa: BLE001 - mapped (and logged when unexpected) in _fail
+            await self._fail(request, trace, exc)
+            return None
+        return member
+
+    async def _predict(self, members: list[_Member]) -> None:
+        """Validate, predict and answer the members that one model version serves."""
+        served = members[0].served
+        plane = self.plane
+        count = len(members)
+        served.inflight += count  # the version drains (a hot swap waits) until answered
+        try:
+            predictor, batcher = served.require_ready()
+            members, columns = await self._validate(members, predictor.validator, predictor.schema)
+            if not members:
+                return
+            slices = _slices(members, columns)
+            if served.cache is not None:  # cached answers are per request: each asks on its own
+                await asyncio.gather(
+                    *(
+                        self._predict_one(served, batcher, m, c)
+                        for m, c in zip(members, slices, strict=False)
+                    )
+                )
+                return
+            group = RequestTrace(members[0].trace.request_id, members[0].trace.started)
+            deadline = min((m.deadline for m in members), key=_expiry)
+            try:
+                output, fallback = await plane.answer(served, batcher, columns, group, deadline)
+            except Exception as exc:  # noqa: BLE001 - every member gets the mapped error
+                for member in members:
+                    plane.fail(member.trace, exc)
+                    await self._fail(member.request, member.trace, exc)
+                return
+            spec = predictor.schema.outputs
+            answer_rows = Predictions(output, spec).to_records()
+            offset = 0
+            for member, member_columns in zip(members, slices, strict=False):
+                trace, rows = member.trace, len(member.instances)
+                trace.rows, trace.batch = rows, group.batch
+                trace.fallback, trace.predicted = group.fallback, group.predicted
+                if count == 1:
+                    self._reply(served, member, member_columns, output, answer_rows, fallback)
+                else:
+                    stop = offset + rows
+                    mine = output.rows(offset, stop)
+                    self._reply(served, member, member_columns, mine, answer_rows[offset:stop],
+                                fallback)  # fmt: skip
+                    offset = stop
+        finally:
+            served.inflight -= count
+
+    async def _predict_one(
+        self, served: ServedModel, batcher: Any, member: _Member, columns: Columns
+    ) -> None:
+        """One member predicted on its own (a model with a response cache)."""
+        plane, trace = self.plane, member.trace
+        try:
+            output, fallback = await plane.answer(served, batcher, columns, trace, member.deadline)
+        except Exception as exc:  # noqa: BLE001 - the mapped error
+            plane.fail(trace, exc)
+            await self._fail(member.request, trace, exc)
+            return
+        answer_rows = Predictions(output, served.require_ready()[0].schema.outputs).to_records()
+        self._reply(served, member, columns, output, answer_rows, fallback)
+
+    async def _validate(
+        self, members: list[_Member], validator: Validator, schema: Schema
+    ) -> tuple[list[_Member], Columns]:
+        """The members whose rows are valid, and their columns (every row, in member order).
+
+        All rows are validated at once; if any fails, each member is validated on its own so
+        that its answer names its own rows, and the valid ones go on together.
+        """
+        limits = self.plane.limits
+        long_strings = any(len(m.request.body) > limits.max_string_length for m in members)
+
+        def validate(instances: list[dict[str, Any]]) -> Columns:
+            columns: Columns = validator.records(instances)
+            if long_strings:
+                check_strings(columns, limits.max_string_length)
+            return columns
+
+        if len(members) == 1:
+            rows = members[0].instances
+        else:
+            rows = [row for m in members for row in m.instances]
+        started = time.perf_counter()
+        try:
+            columns = validate(rows)
+        except Exception:  # noqa: BLE001 - each member's own check says what and whose
+            good = []
+            for member in members:
+                try:
+                    observed_decode(partial(validate, member.instances), schema, member.trace)
+                except Exception as exc:  # noqa: BLE001 - answered with the mapped error
+                    await self._fail(member.request, member.trace, exc)
+                else:
+                    good.append(member)
+            if not good:
+                return [], {}
+            return await self._validate(good, validator, schema)
+        done = time.perf_counter()
+        for member in members:
+            member.trace.validate_started, member.trace.validated = started, done
+        return members, columns
+
+    def _reply(
+        self,
+        served: ServedModel,
+        member: _Member,
+        columns: Columns,
+        output: ModelOutput,
+        answer_rows: list[dict[str, Any]],
+        fallback: str | None,
+    ) -> None:
+        """Report one member's answer to the observers, then encode and write it (the headers of
+        ``DataPlane.predict_records`` and the ASGI route, in their order)."""
+        trace = member.trace
+        self.plane.report(served, columns, output, trace, member.decoded)
+        body = records.encode_predict_rows(
+            answer_rows,
+            name=served.name,
+            version=served.version,
+            request_id=trace.request_id,
+            variant=trace.variant,
+        )
+        head = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"rtserve-model-version", served.version.encode("latin-1")),
+        ]
+        if fallback:
+            head.append((_FALLBACK, fallback.encode("latin-1")))
+        if trace.variant:
+            head.append((_VARIANT, trace.variant.encode("latin-1")))
+        if member.rate:
+            head += [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in member.rate.items()
+            ]
+        head.append((b"x-request-id", trace.request_id.encode("latin-1")))
+        self._write(member.request, trace, 200, head, body)
+
+    # --- per request ----------------------------------------------------------------------------
+
+    async def _fail(self, request: LaneRequest, trace: RequestTrace, exc: Exception) -> None:
+        """Answer ``exc`` as the ASGI route would (same status, body and headers)."""
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": "POST",
+            "path": request.path,
+            "raw_path": request.path.encode("latin-1"),
+            "query_string": b"",
+            "headers": [],
+            "server": request.protocol.server,
+            "scheme": "http",
+            "root_path": "",
+            "state": {"request_id": trace.request_id},
+        }
+        if isinstance(exc, RtserveError):
+            response = await handle_rtserve_error(Request(scope), exc)
+        else:
+            response = await handle_unexpected(Request(scope), exc)
+        head = [*response.raw_headers, (b"x-request-id", trace.request_id.encode("latin-1"))]
+        if trace.version:  # routed before it failed: say which version (and variant) failed
+            head.append((b"rtserve-model-version", trace.version.encode("latin-1")))
+            if trace.variant:
+                head.append((b"rtserve-variant", trace.variant.encode("latin-1")))
+        self._write(request, trace, response.status_code, head, bytes(response.body))
+
+    def _write(
+        self,
+        request: LaneRequest,
+        trace: RequestTrace,
+        status: int,
+        head: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
+        """Write one whole answer (uvicorn's default headers, then ``head``), then let the
+        protocol go on with the connection; record the request."""
+        request.response_complete = True
+        protocol = request.protocol
+        transport = protocol.transport
+        if request.disconnected or transport.is_closing():
+            self.guards.rejections["client_disconnected"] += 1
+            status = CLIENT_CLOSED
+        else:
+            parts = [STATUS_LINE[status]]
+            defaults = protocol.server_state.default_headers
+            for name, value in defaults:
+                parts += (name, b": ", value, b"\r\n")
+            for name, value in head:
+                parts += (name, b": ", value, b"\r\n")
+            if _CONNECTION_CLOSE in defaults:  # the server drains: uvicorn closes after this
+                request.keep_alive = False
+            elif not request.keep_alive:
+                parts.append(b"connection: close\r\n")
+            parts += (b"\r\n", body)
+            transport.write(b"".join(parts))
+            if not request.keep_alive:
+                transport.close()
+            protocol.on_response_complete()
+        try:
+            self.recorder.finished(
+                trace,
+                Finished("POST", request.path, "records", "predict", status, time.perf_counter()),
+            )
+        except Exception:
+            logger.exception("recording request %s failed", trace.request_id)
+
+
+def _spawn(request: LaneRequest, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` as a task among the server's (graceful shutdown waits for them)."""
+    task = asyncio.get_running_loop().create_task(work)
+    tasks = request.protocol.tasks
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+def _expiry(deadline: Deadline) -> float:
+    return deadline.expires_at
+
+
+def _slices(members: list[_Member], columns: Columns) -> list[Columns]:
+    """Each member's rows of ``columns`` (views, no copies)."""
+    if len(members) == 1:
+        return [columns]
+    out, offset = [], 0
+    for member in members:
+        stop = offset + len(member.instances)
+        out.append({k: v[offset:stop] for k, v in columns.items()})
+        offset = stop
+    return out
