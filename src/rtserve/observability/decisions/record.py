@@ -9,27 +9,34 @@ finds it.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain, repeat
 from typing import Any, Protocol
 
 import msgspec
-import numpy as np
 
 from rtserve.bundle.schema import Schema
 from rtserve.events import PredictionEvent, parse_traceparent
+from rtserve.observability.decisions.rows import (
+    input_dicts,
+    input_values,
+    row_objects,
+    row_outputs,
+    sha256_each,
+)
 from rtserve.observability.ids import UniqueIds
 from rtserve.observability.redaction import Redactor
 from rtserve.runtimes.base import ModelOutput
 
 
-class Decision(msgspec.Struct, frozen=True):
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """Which model version decided what for one row of one request, and how fast.
 
     A msgspec struct: the decision log writes one per predicted row, so creating and encoding
-    it must cost next to nothing.
+    it must cost next to nothing. Not tracked by the garbage collector (``gc=False``): a batch
+    of thousands would otherwise trigger collections, and a record never refers back to itself.
     """
 
     request_id: str  # the X-Request-ID (client-chosen or generated): correlation, not unique
@@ -128,72 +135,60 @@ def decisions_for(
     *,
     include_inputs: bool,
 ) -> list[Decision]:
-    """One ``Decision`` per row of several events of one model version; each event gets its own
-    ``server_id`` (its rows share it, numbered by ``row``).
+    """One ``Decision`` per row of several events of one model version; each request gets its
+    own ``server_id`` (its rows share it, numbered by ``row``).
 
     The events' columns are joined first, so converting, hashing and shaping outputs run once
-    per batch rather than once per request (most online requests hold a single row).
+    per batch rather than once per request (most online requests hold a single row); the
+    records are then built column-wise, one ``map`` over the rows.
     """
     if not events:
         return []
     pii: Collection[str] = schema.pii_fields if schema is not None else ()
     names = sorted(events[0].columns)  # sorted keys: each row's dict encodes canonically as built
-    if len(events) == 1:
-        values = [events[0].columns[n].tolist() for n in names]
-    else:
-        values = [np.concatenate([e.columns[n] for e in events]).tolist() for n in names]
-    records = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+    values = input_values(events, names)
+    records = input_dicts(values, names) if pii or include_inputs else []
     if pii:
         hashes = [redactor.input_hash(record, pii) for record in records]
     else:
-        encode, sha256 = msgspec.json.encode, hashlib.sha256
-        hashes = ["sha256:" + sha256(encode(record)).hexdigest() for record in records]
+        hashes = sha256_each(records if include_inputs else row_objects(values, names))
     if not include_inputs:
-        inputs = None
+        inputs: Iterable[dict[str, Any] | None] = repeat(None)
     else:  # each record is a fresh dict already: copy it only to redact PII fields
         inputs = [redactor.record(r, pii) for r in records] if pii else records
-    outputs = _row_outputs(ModelOutput.concat([e.output for e in events]), len(records), schema)
-    result: list[Decision] = []
-    i = 0
-    for event in events:
-        parsed = parse_traceparent(event.traceparent) if event.traceparent else None
-        trace_id = parsed[0] if parsed else None
-        when = datetime.fromtimestamp(event.time, UTC)
-        shared = (event.model, event.version, event.digest, event.protocol)
-        server_id = new_server_id()
-        for row in range(event.rows):
-            # positional, in the struct's field order: a keyword call costs twice as much per row
-            decision = Decision(
-                event.request_id,
-                row,
-                when,
-                *shared,
-                hashes[i],
-                outputs[i],
-                event.latency_seconds,
-                event.fallback,
-                event.variant,
-                trace_id,
-                inputs[i] if inputs is not None else None,
-                server_id,
-            )
-            result.append(decision)
-            i += 1
-    return result
+    n_rows = len(values[0]) if values else 0
+    outputs = row_outputs(ModelOutput.concat([e.output for e in events]), n_rows, schema)
+    # one entry per request: an event of the records lane answers several (``parts``)
+    requests = [(e, part) for e in events for part in e.requests()]
+    counts = [part.rows for _, part in requests]
+    total = sum(counts)
+    if min(len(hashes), len(outputs)) < total:
+        raise ValueError(
+            f"events of {total} rows carry {len(hashes)} rows of inputs and {len(outputs)} of "
+            "outputs"
+        )
+    per_request = [
+        (p.request_id, datetime.fromtimestamp(p.time, UTC), e.model, e.version, e.digest,
+         e.protocol, p.latency_seconds, e.fallback, e.variant, _trace_id(p.traceparent), server_id)
+        for (e, p), server_id in zip(requests, new_server_id.take(len(requests)), strict=True)
+    ]  # fmt: skip
+    columns: list[Sequence[Any]] = list(zip(*per_request, strict=True))  # per request, not row
+    if counts.count(1) == len(counts):  # the usual case: one row per request
+        row_numbers: Iterable[int] = repeat(0)
+    else:
+        row_numbers = chain.from_iterable(map(range, counts))
+        columns = [list(chain.from_iterable(map(repeat, c, counts))) for c in columns]
+    request_ids, times, models, versions, digests, protocols = columns[:6]
+    latencies, fallbacks, variants, trace_ids, server_ids = columns[6:]
+    # positional, in the struct's field order: a keyword call costs twice as much per row
+    return list(
+        map(
+            Decision, request_ids, row_numbers, times, models, versions, digests, protocols,
+            hashes, outputs, latencies, fallbacks, variants, trace_ids, inputs, server_ids,
+        )
+    )  # fmt: skip
 
 
-def _row_outputs(out: ModelOutput, n_rows: int, schema: Schema | None) -> list[dict[str, Any]]:
-    classes = [str(c) for c in schema.outputs.classes or []] if schema is not None else []
-    labels = out.label.tolist() if out.label is not None else None
-    probs = out.probabilities.tolist() if out.probabilities is not None else None
-    if probs is not None and probs and len(probs[0]) == len(classes):
-        probs = [dict(zip(classes, p, strict=True)) for p in probs]
-    if labels is not None and probs is not None:
-        return [{"label": a, "probabilities": b} for a, b in zip(labels, probs, strict=True)]
-    if labels is not None:
-        return [{"label": a} for a in labels]
-    if probs is not None:
-        return [{"probabilities": b} for b in probs]
-    if out.value is not None:
-        return [{"value": v} for v in out.value.tolist()]
-    return [{} for _ in range(n_rows)]
+def _trace_id(traceparent: str | None) -> str | None:
+    parsed = parse_traceparent(traceparent) if traceparent else None
+    return parsed[0] if parsed else None
