@@ -106,8 +106,26 @@ class RequestTrace:
 
 
 @dataclass(slots=True)
+class RequestPart:
+    """One request's share of an event that answers several together (``PredictionEvent.parts``)."""
+
+    request_id: str
+    rows: int
+    latency_seconds: float
+    traceparent: str | None = None
+    time: float = 0.0  # wall-clock (epoch seconds) when the request was accepted
+
+
+@dataclass(slots=True)
 class PredictionEvent:
-    """One answered prediction request (all rows of it), for metrics, drift and decision logs."""
+    """One answered prediction request (all rows of it), or several answered together, for
+    metrics, drift and decision logs.
+
+    ``parts`` is empty for one request. For a group (the records lane's), ``parts`` lists its
+    requests in row order, ``columns``/``output``/``rows`` are all of theirs, and
+    ``request_id``, ``time``, ``latency_seconds`` and ``traceparent`` are the first request's;
+    ``requests()`` gives each request's part either way.
+    """
 
     request_id: str
     time: float  # wall-clock (epoch seconds) when the request was accepted
@@ -123,6 +141,17 @@ class PredictionEvent:
     fallback: bool = False
     variant: str = ""
     traceparent: str | None = None
+    parts: tuple[RequestPart, ...] = ()
+
+    def requests(self) -> tuple[RequestPart, ...]:
+        """Each request of the event with its rows, in row order."""
+        if self.parts:
+            return self.parts
+        return (
+            RequestPart(
+                self.request_id, self.rows, self.latency_seconds, self.traceparent, self.time
+            ),
+        )
 
 
 class Observer(Protocol):

@@ -17,7 +17,7 @@ from rtserve.engine.manager import ModelManager, ServedModel
 from rtserve.engine.predictions import Predictions
 from rtserve.engine.rollout import VARIANT_HEADER, Rollouts, ShadowCopy
 from rtserve.errors import AccessError, InputError, NotFoundError, ValidationError
-from rtserve.events import BatchInfo, Observer, PredictionEvent, RequestTrace
+from rtserve.events import BatchInfo, Observer, PredictionEvent, RequestPart, RequestTrace
 from rtserve.guard.auth import not_found_unlisted
 from rtserve.guard.deadline import Deadline, DeadlinePolicy
 from rtserve.guard.fallback import FALLBACK_HEADER
@@ -474,6 +474,57 @@ class DataPlane:
             batch=batch,
             fallback=trace.fallback,
             variant=trace.variant,
+        )
+        for observer in self.observers:
+            observer.observe(event)
+
+    def report_group(
+        self,
+        served: ServedModel,
+        columns: Columns,
+        output: ModelOutput,
+        answered: Sequence[tuple[RequestTrace, float]],
+    ) -> None:
+        """``report`` for requests answered together (the records lane's group), each
+        ``(trace, when its decoding began)``, in row order: one event for all of them, with each
+        request's part, so that the observers' work per request shrinks with the group. Under a
+        rollout every request is reported on its own (its variant's window counts requests)."""
+        first, started = answered[0]
+        if len(answered) == 1 or first.variant:
+            if len(answered) == 1:
+                self.report(served, columns, output, first, started)
+                return
+            start = 0
+            for trace, began in answered:
+                stop = start + trace.rows
+                own = {name: values[start:stop] for name, values in columns.items()}
+                self.report(served, own, output.rows(start, stop), trace, began)
+                start = stop
+            return
+        if first.batch is None or not self.observers:
+            return
+        wall, now = time.time(), time.perf_counter()
+        parts = tuple(
+            RequestPart(
+                t.request_id, t.rows, t.predicted - began, t.traceparent, wall - (now - began)
+            )
+            for t, began in answered
+        )
+        event = PredictionEvent(
+            request_id=first.request_id,
+            time=parts[0].time,
+            model=served.name,
+            version=served.version,
+            digest=served.digest,
+            protocol=first.protocol,
+            columns=columns,
+            output=output,
+            rows=sum(part.rows for part in parts),
+            latency_seconds=parts[0].latency_seconds,
+            traceparent=first.traceparent,
+            batch=first.batch,
+            fallback=first.fallback,
+            parts=parts,
         )
         for observer in self.observers:
             observer.observe(event)

@@ -8,8 +8,8 @@ from rtserve.events import PredictionEvent
 from rtserve.observability.metrics import Metrics
 from rtserve.observability.queueing import BackgroundQueue
 
-#: model, version, rows, queue seconds, predict seconds, batch rows, fallback
-_Sample = tuple[str, str, int, float, float, int, bool]
+#: model, version, rows, requests, queue seconds, predict seconds, batch rows, fallback
+_Sample = tuple[str, str, int, int, float, float, int, bool]
 
 
 class MetricsObserver:
@@ -32,6 +32,7 @@ class MetricsObserver:
                 event.model,
                 event.version,
                 event.rows,
+                len(event.parts) or 1,  # the requests answered together share these figures
                 b.queue_seconds,
                 b.predict_seconds,
                 b.batch_rows,
@@ -51,7 +52,7 @@ class MetricsObserver:
         m = self.metrics
         rows: dict[tuple[str, str], int] = {}
         fallbacks: dict[tuple[str, str], int] = {}
-        for model, version, n_rows, queue_s, predict_s, batch_rows, fallback in samples:
+        for model, version, n_rows, requests, queue_s, predict_s, batch_rows, fallback in samples:
             key = (model, version)
             children = self._children.get(key)
             if children is None:
@@ -60,12 +61,13 @@ class MetricsObserver:
                     m.queue_seconds.labels(*key),
                     m.batch_rows.labels(*key),
                 )
-            children[0].observe(predict_s)
-            children[1].observe(queue_s)
-            children[2].observe(batch_rows)
+            for _ in range(requests):  # one observation per request, as for lone requests
+                children[0].observe(predict_s)
+                children[1].observe(queue_s)
+                children[2].observe(batch_rows)
             rows[key] = rows.get(key, 0) + n_rows
             if fallback:
-                fallbacks[key] = fallbacks.get(key, 0) + 1
+                fallbacks[key] = fallbacks.get(key, 0) + requests
         for key, count in rows.items():
             m.predictions.labels(*key).inc(count)
         for key, count in fallbacks.items():

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from rtserve.errors import (
@@ -146,8 +146,35 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._arm_head_timer()  # a head began in this read and is not complete
         else:
             cycle: object = self.cycle
-            if type(cycle) is LaneRequest and cycle.more_body and self._lane is not None:
-                self._lane.body_pending(cycle)
+            if type(cycle) is LaneRequest and cycle.more_body:
+                self._hand_to_asgi(cycle)
+
+    def _hand_to_asgi(self, request: LaneRequest) -> None:
+        """A lane request whose body did not come with its head is served the ASGI way, as if
+        the lane had never seen it: admission before the body, the body's read timeout."""
+        scope = self.scope  # uvicorn's, begun for this request (on_message_begin)
+        scope["method"] = "POST"
+        scope["path"] = request.path
+        scope["raw_path"] = request.path.encode("ascii")
+        scope["query_string"] = b""
+        cycle = RequestResponseCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=request.keep_alive,
+            on_response=self.on_response_complete,
+        )
+        if request.body:  # what came with the head: the app's first receive() returns it
+            cycle.body = bytearray(request.body)
+            cycle.message_event.set()
+        self.cycle = cycle
+        self._start_asgi_task(cycle, self.app)
 
     def _receive_head(self, data: bytes) -> None:
         """``data_received`` for a read that may take the head past its limit, or a refused
@@ -208,7 +235,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         request's head."""
         cycle: object = self.cycle
         if type(cycle) is LaneRequest:
-            if not cycle.response_complete and self._lane is not None:  # else refused (slow body)
+            if self._lane is not None:
                 self._lane.arrived(cycle)
         else:
             _message_complete(self)

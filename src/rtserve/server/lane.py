@@ -29,25 +29,26 @@ import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.server import ServerState
 
 from rtserve.bundle.schema import Schema
 from rtserve.bundle.validator import Validator
+from rtserve.engine.batcher import AdaptiveBatcher
 from rtserve.engine.dataplane import OFFLOAD_BYTES, DataPlane, observed_decode
 from rtserve.engine.manager import ServedModel
 from rtserve.engine.predictions import Predictions
 from rtserve.engine.rollout import VARIANT_HEADER
-from rtserve.errors import RequestTimeoutError, RtserveError
+from rtserve.errors import RtserveError
 from rtserve.events import RequestTrace
 from rtserve.guard.deadline import Deadline
 from rtserve.guard.fallback import FALLBACK_HEADER
 from rtserve.guard.limits import check_json_depth, check_rows, check_strings
 from rtserve.observability.access import Finished
 from rtserve.protocol import records
-from rtserve.runtimes.base import ModelOutput
 from rtserve.server.endpoints import ACCEPTED_TYPES, check_content_type
 from rtserve.server.error_handlers import handle_rtserve_error, handle_unexpected
 from rtserve.server.middleware import RequestTracker
@@ -55,8 +56,23 @@ from rtserve.server.request_guards import CLIENT_CLOSED, RequestGuards, admit, r
 from rtserve.server.routes import InferenceRoute
 from rtserve.types import Columns
 
-if TYPE_CHECKING:
-    from rtserve.server.http_protocol import BoundedHttpProtocol
+
+class Connection(Protocol):
+    """What the lane uses of the HTTP protocol that took a request (``BoundedHttpProtocol``:
+    uvicorn's httptools protocol and its parser state for the request just parsed)."""
+
+    parser: Any  # httptools.HttpRequestParser
+    url: bytes
+    headers: list[tuple[bytes, bytes]]
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    transport: asyncio.Transport
+    server_state: ServerState
+    tasks: set[asyncio.Task[None]]
+
+    def on_response_complete(self) -> None:
+        """The answer is written: go on with the connection (pipelined request, keep-alive)."""
+
 
 logger = logging.getLogger("rtserve.server")
 #: ``/v1/models/{name}:predict`` and ``/v1/models/{name}/versions/{version}:predict``, literal
@@ -95,7 +111,6 @@ class LaneRequest:
 
     __slots__ = (
         "body",
-        "body_timer",
         "disconnected",
         "headers",
         "keep_alive",
@@ -113,7 +128,7 @@ class LaneRequest:
 
     def __init__(
         self,
-        protocol: BoundedHttpProtocol,
+        protocol: Connection,
         route: InferenceRoute,
         name: str,
         version: str | None,
@@ -136,8 +151,6 @@ class LaneRequest:
         self.message_event = _NO_EVENT
         self.response_complete = False
         self.disconnected = False
-        #: Started when the head came without the whole body (``RecordsLane.body_pending``).
-        self.body_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(slots=True)
@@ -178,7 +191,7 @@ class RecordsLane:
 
     # --- taking requests from the protocol ----------------------------------------------------
 
-    def take(self, protocol: BoundedHttpProtocol) -> LaneRequest | None:
+    def take(self, protocol: Connection) -> LaneRequest | None:
         """The request whose head the protocol just parsed, if the lane can serve it whole."""
         parser = protocol.parser
         if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
@@ -206,32 +219,9 @@ class RecordsLane:
             parser.should_keep_alive(),
         )
 
-    def body_pending(self, request: LaneRequest) -> None:
-        """The request's body did not come with its head: it has ``body_timeout_s`` to arrive
-        (the ASGI route's bound), else it is answered 408."""
-        if request.body_timer is None:
-            request.body_timer = asyncio.get_running_loop().call_later(
-                self.guards.limits.body_timeout_s, self._body_timed_out, request
-            )
-
-    def _body_timed_out(self, request: LaneRequest) -> None:
-        if request.response_complete or not request.more_body:
-            return
-        timeout = self.guards.limits.body_timeout_s
-        error = RequestTimeoutError(
-            f"the request body did not arrive within {timeout:g} s ({len(request.body)} bytes "
-            "so far); send it at once, or in smaller requests",
-            field="body",
-        )
-        trace = self.tracker.trace(request.raw_headers)
-        request.response_complete = True  # the rest of the body is dropped as it arrives
-        _spawn(request, self._fail(request, trace, error))
-
     def arrived(self, request: LaneRequest) -> None:
         """The request's body is complete: serve it with the others of this loop turn."""
         request.more_body = False
-        if request.body_timer is not None:
-            request.body_timer.cancel()
         self._pending.append(request)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -258,15 +248,22 @@ class RecordsLane:
                 member = await self._admit(request)
                 if member is not None:
                     members.append(member)
-            by_version: dict[int, list[_Member]] = {}
+            # one group per model version and deadline budget: a request that gave itself less
+            # time must not cut its neighbours' (the batcher still joins the groups' rows)
+            groups: dict[tuple[int, float], list[_Member]] = {}
             for member in members:
-                by_version.setdefault(id(member.served), []).append(member)
-            for group in by_version.values():
-                await self._predict(group)
+                groups.setdefault((id(member.served), member.deadline.budget), []).append(member)
+            if len(groups) == 1:
+                await self._predict(members)
+            else:  # at once, so that the batcher can join them
+                await asyncio.gather(*(self._predict(group) for group in groups.values()))
         except Exception as exc:  # noqa: BLE001 - logged there; the clients learn nothing internal
             for member in members:
                 if not member.request.response_complete:
                     await self._fail(member.request, member.trace, exc)
+        finally:
+            for member in members:
+                member.served.inflight -= 1
 
     async def _admit(self, request: LaneRequest) -> _Member | None:
         """Admission, content type, route and decoding of one request (what the ASGI route does
@@ -289,6 +286,7 @@ class RecordsLane:
                 request.name, request.version, trace, request.headers, request.body
             )
             trace.protocol = "records"
+            predictor, _ = served.require_ready()
             member = _Member(
                 request,
                 trace,
@@ -296,7 +294,6 @@ class RecordsLane:
                 admitted.deadline,
                 served,
             )
-            predictor, _ = served.require_ready()
             limits, body = plane.limits, request.body
             member.decoded = time.perf_counter()
 
@@ -310,57 +307,46 @@ class RecordsLane:
         except Exception as exc:  # noqa: BLE001 - mapped (and logged when unexpected) in _fail
             await self._fail(request, trace, exc)
             return None
+        served.inflight += 1  # the version drains (a hot swap waits) until this one is answered
         return member
 
     async def _predict(self, members: list[_Member]) -> None:
         """Validate, predict and answer the members that one model version serves."""
         served = members[0].served
-        plane = self.plane
-        count = len(members)
-        served.inflight += count  # the version drains (a hot swap waits) until answered
-        try:
-            predictor, batcher = served.require_ready()
-            members, columns = await self._validate(members, predictor.validator, predictor.schema)
-            if not members:
-                return
-            slices = _slices(members, columns)
-            if served.cache is not None:  # cached answers are per request: each asks on its own
-                await asyncio.gather(
-                    *(
-                        self._predict_one(served, batcher, m, c)
-                        for m, c in zip(members, slices, strict=False)
-                    )
+        predictor, batcher = served.require_ready()
+        members, columns = await self._validate(members, predictor.validator, predictor.schema)
+        if not members:
+            return
+        if served.cache is not None:  # cached answers are per request: each asks on its own
+            await asyncio.gather(
+                *(
+                    self._predict_one(served, batcher, member, own)
+                    for member, own in zip(members, _slices(members, columns), strict=True)
                 )
-                return
-            group = RequestTrace(members[0].trace.request_id, members[0].trace.started)
-            deadline = min((m.deadline for m in members), key=_expiry)
-            try:
-                output, fallback = await plane.answer(served, batcher, columns, group, deadline)
-            except Exception as exc:  # noqa: BLE001 - every member gets the mapped error
-                for member in members:
-                    plane.fail(member.trace, exc)
-                    await self._fail(member.request, member.trace, exc)
-                return
-            spec = predictor.schema.outputs
-            answer_rows = Predictions(output, spec).to_records()
-            offset = 0
-            for member, member_columns in zip(members, slices, strict=False):
-                trace, rows = member.trace, len(member.instances)
-                trace.rows, trace.batch = rows, group.batch
-                trace.fallback, trace.predicted = group.fallback, group.predicted
-                if count == 1:
-                    self._reply(served, member, member_columns, output, answer_rows, fallback)
-                else:
-                    stop = offset + rows
-                    mine = output.rows(offset, stop)
-                    self._reply(served, member, member_columns, mine, answer_rows[offset:stop],
-                                fallback)  # fmt: skip
-                    offset = stop
-        finally:
-            served.inflight -= count
+            )
+            return
+        group = RequestTrace(members[0].trace.request_id, members[0].trace.started)
+        deadline = min((m.deadline for m in members), key=_expiry)
+        plane = self.plane
+        try:
+            output, fallback = await plane.answer(served, batcher, columns, group, deadline)
+        except Exception as exc:  # noqa: BLE001 - every member gets the mapped error
+            for member in members:
+                plane.fail(member.trace, exc)
+                await self._fail(member.request, member.trace, exc)
+            return
+        answers = Predictions(output, predictor.schema.outputs).to_records()
+        start = 0
+        for member in members:
+            trace, stop = member.trace, start + len(member.instances)
+            trace.rows, trace.batch = stop - start, group.batch
+            trace.fallback, trace.predicted = group.fallback, group.predicted
+            self._reply(served, member, answers[start:stop], fallback)
+            start = stop
+        plane.report_group(served, columns, output, [(m.trace, m.decoded) for m in members])
 
     async def _predict_one(
-        self, served: ServedModel, batcher: Any, member: _Member, columns: Columns
+        self, served: ServedModel, batcher: AdaptiveBatcher, member: _Member, columns: Columns
     ) -> None:
         """One member predicted on its own (a model with a response cache)."""
         plane, trace = self.plane, member.trace
@@ -370,8 +356,9 @@ class RecordsLane:
             plane.fail(trace, exc)
             await self._fail(member.request, trace, exc)
             return
-        answer_rows = Predictions(output, served.require_ready()[0].schema.outputs).to_records()
-        self._reply(served, member, columns, output, answer_rows, fallback)
+        spec = served.require_ready()[0].schema.outputs
+        self._reply(served, member, Predictions(output, spec).to_records(), fallback)
+        plane.report(served, columns, output, trace, member.decoded)
 
     async def _validate(
         self, members: list[_Member], validator: Validator, schema: Schema
@@ -418,17 +405,14 @@ class RecordsLane:
         self,
         served: ServedModel,
         member: _Member,
-        columns: Columns,
-        output: ModelOutput,
-        answer_rows: list[dict[str, Any]],
+        answers: list[dict[str, Any]],
         fallback: str | None,
     ) -> None:
-        """Report one member's answer to the observers, then encode and write it (the headers of
+        """Encode and write one member's answer records (with the headers of
         ``DataPlane.predict_records`` and the ASGI route, in their order)."""
         trace = member.trace
-        self.plane.report(served, columns, output, trace, member.decoded)
         body = records.encode_predict_rows(
-            answer_rows,
+            answers,
             name=served.name,
             version=served.version,
             request_id=trace.request_id,
