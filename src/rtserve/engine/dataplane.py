@@ -490,7 +490,8 @@ class DataPlane:
         request's part, so that the observers' work per request shrinks with the group. Under a
         rollout every request is reported on its own (its variant's window counts requests)."""
         first, started = answered[0]
-        if len(answered) == 1 or first.variant:
+        # any, not the first: a rollout applied mid-admission gives only later requests a variant
+        if len(answered) == 1 or any(trace.variant for trace, _ in answered):
             if len(answered) == 1:
                 self.report(served, columns, output, first, started)
                 return
