@@ -66,7 +66,7 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
     }
     _exit_zero_after_signal()
     if settings.server.workers == 1:
-        app = app if app is not None else create_app(settings, freeze_gc=True)
+        app = app if app is not None else create_app(settings, own_process=True)
 
         def drain() -> None:
             app.state.dataplane.draining = True
