@@ -451,6 +451,10 @@ class DriftMonitor:
 _Seen = tuple[str, str, float, Columns, ModelOutput]
 
 
+def _seen_rows(seen: _Seen) -> int:
+    return len(seen[4]) or 1
+
+
 class DriftObserver:
     """Feeds each model version's window off the hot path and keeps the drift gauges current.
 
@@ -483,6 +487,8 @@ class DriftObserver:
             self._add,
             metrics=metrics,
             maxsize=maxsize,
+            weigh=_seen_rows,
+            max_weight=1024,
             tick=self.refresh_gauges,
             tick_seconds=config.refresh_s,
         )

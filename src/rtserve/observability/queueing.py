@@ -31,6 +31,11 @@ class BackgroundQueue(Generic[T]):
         handle: called on the thread with up to ``batch`` items at a time.
         metrics: counts drops and handler failures; None to count only in ``dropped``.
         maxsize: items held at most; ``put`` on a full queue drops the item.
+        batch: items handed to ``handle`` at most at a time.
+        weigh: the work one item brings (e.g. its rows); None: one each.
+        max_weight: the most work handed to ``handle`` at a time (at least one item): its
+            C calls (one encoding or numpy operation over the batch) hold the GIL until they
+            return, so a large batch would stall the event loop for as long.
         interval: seconds between drains (the most an item waits before it is handled).
         pause: seconds the thread sleeps between two batches of one drain (yields the GIL).
         tick: called on the thread about every ``tick_seconds`` (and once at close).
@@ -44,7 +49,9 @@ class BackgroundQueue(Generic[T]):
         metrics: Metrics | None = None,
         maxsize: int = 10_000,
         batch: int = 256,
-        interval: float = 0.25,
+        weigh: Callable[[T], int] | None = None,
+        max_weight: int = 256,
+        interval: float = 0.02,
         pause: float = 0.001,
         tick: Callable[[], None] | None = None,
         tick_seconds: float = 1.0,
@@ -54,6 +61,8 @@ class BackgroundQueue(Generic[T]):
         self._handle = handle
         self._items: deque[T] = deque()
         self._batch = batch
+        self._weigh = weigh
+        self._max_weight = max_weight
         self._interval = interval
         self._pause = pause
         self._tick = tick
@@ -117,9 +126,7 @@ class BackgroundQueue(Generic[T]):
     def _drain(self) -> None:
         with self._drain_lock:
             while self._items:
-                count = min(len(self._items), self._batch)  # only this thread takes items
-                popleft = self._items.popleft
-                items: list[T] = [popleft() for _ in range(count)]
+                items = self._take()
                 self._safe(self._handle, items)
                 self._handled += len(items)
                 # Hand the GIL to the event loop between batches. A voluntary release
@@ -127,6 +134,21 @@ class BackgroundQueue(Generic[T]):
                 # request run, so a long drain cannot stall requests for whole switch intervals.
                 if self._items:
                     time.sleep(self._pause)
+
+    def _take(self) -> list[T]:
+        """The next batch: up to ``batch`` items and ``max_weight`` of work (only this thread
+        takes items)."""
+        count = min(len(self._items), self._batch)
+        popleft = self._items.popleft
+        weigh = self._weigh
+        if weigh is None:
+            return [popleft() for _ in range(count)]
+        items = [popleft()]
+        weight = weigh(items[0])
+        while len(items) < count and weight + weigh(self._items[0]) <= self._max_weight:
+            items.append(popleft())
+            weight += weigh(items[-1])
+        return items
 
     def _run(self) -> None:
         name_os_thread()

@@ -42,7 +42,7 @@ class DecisionLogObserver:
         self._schemas: dict[tuple[str, str], Schema | None] = {}
         self._written = metrics.decisions_written.labels(sink.name) if metrics else None
         self.queue: BackgroundQueue[PredictionEvent] = BackgroundQueue(
-            self.name, self._write, metrics=metrics, maxsize=maxsize, batch=64
+            self.name, self._write, metrics=metrics, maxsize=maxsize, batch=64, weigh=_rows
         )
 
     def observe(self, event: PredictionEvent) -> None:
@@ -84,3 +84,7 @@ class DecisionLogObserver:
         self.sink.write(records)
         if self._written is not None:
             self._written.inc(len(records))
+
+
+def _rows(event: PredictionEvent) -> int:
+    return event.rows
