@@ -7,6 +7,7 @@ so a client learns all of its mistakes from one answer.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -65,6 +66,8 @@ class Validator:
             (spec.name, _compile(spec)) for spec in schema.inputs
         ]
         self._reject_extra = schema.extra_fields == "reject"
+        #: A row's values in field order, as a tuple (two fields or more: itemgetter's tuple).
+        self._row_of = operator.itemgetter(*self._names) if len(self._names) > 1 else None
 
     def records(self, records: Sequence[Any]) -> Columns:
         """Validate a list of ``{field: value}`` rows."""
@@ -89,10 +92,22 @@ class Validator:
             record = records[0]
             columns = {name: [record.get(name, MISSING)] for name in self._names}
         else:
-            columns = {
-                name: [record.get(name, MISSING) for record in records] for name in self._names
-            }
+            columns = self._transpose(records)
         return self._run(columns, len(records), violations)
+
+    def _transpose(self, records: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        """One list of values per field. When every row has every field (the usual case), the
+        rows are read and transposed in C (``itemgetter``, ``zip``) instead of one ``get`` per
+        field and row; otherwise a missing value is ``MISSING``."""
+        names = self._names
+        if self._row_of is not None and records:
+            try:
+                rows = list(map(self._row_of, records))
+            except KeyError:
+                pass  # a row lacks a field
+            else:
+                return dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+        return {name: [record.get(name, MISSING) for record in records] for name in names}
 
     def columns(self, columns: Mapping[str, Sequence[Any] | AnyArray]) -> Columns:
         """Validate named columns (e.g. one Open Inference Protocol input per field)."""
