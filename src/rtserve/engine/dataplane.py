@@ -453,30 +453,9 @@ class DataPlane:
     ) -> None:
         """Trace -> observers: one ``PredictionEvent`` for metrics, drift and the decision log
         (nothing for a request not yet answered). ``started`` is when decoding began."""
-        batch = trace.batch
-        if trace.variant and batch is not None:
+        if trace.variant and trace.batch is not None:
             self._rollout_report(served, columns, output, trace, started)
-        if batch is None or not self.observers:
-            return
-        latency = trace.predicted - started
-        event = PredictionEvent(
-            request_id=trace.request_id,
-            time=time.time() - (time.perf_counter() - started),  # when decoding began
-            model=served.name,
-            version=served.version,
-            digest=served.digest,
-            protocol=trace.protocol,
-            columns=columns,
-            output=output,
-            rows=trace.rows,
-            latency_seconds=latency,
-            traceparent=trace.traceparent,
-            batch=batch,
-            fallback=trace.fallback,
-            variant=trace.variant,
-        )
-        for observer in self.observers:
-            observer.observe(event)
+        self._publish(served, columns, output, [(trace, started)])
 
     def report_group(
         self,
@@ -489,24 +468,34 @@ class DataPlane:
         ``(trace, when its decoding began)``, in row order: one event for all of them, with each
         request's part, so that the observers' work per request shrinks with the group. Under a
         rollout every request is reported on its own (its variant's window counts requests)."""
-        first, started = answered[0]
+        if len(answered) == 1:
+            self.report(served, columns, output, *answered[0])
         # any, not the first: a rollout applied mid-admission gives only later requests a variant
-        if len(answered) == 1 or any(trace.variant for trace, _ in answered):
-            if len(answered) == 1:
-                self.report(served, columns, output, first, started)
-                return
+        elif any(trace.variant for trace, _ in answered):
             start = 0
             for trace, began in answered:
                 stop = start + trace.rows
                 own = {name: values[start:stop] for name, values in columns.items()}
                 self.report(served, own, output.rows(start, stop), trace, began)
                 start = stop
-            return
+        else:
+            self._publish(served, columns, output, answered)
+
+    def _publish(
+        self,
+        served: ServedModel,
+        columns: Columns,
+        output: ModelOutput,
+        answered: Sequence[tuple[RequestTrace, float]],
+    ) -> None:
+        """One ``PredictionEvent`` for the observers: of one request, or of several answered
+        together (each one's part listed); nothing for a request not yet answered."""
+        first = answered[0][0]
         if first.batch is None or not self.observers:
             return
         wall, now = time.time(), time.perf_counter()
         parts = tuple(
-            RequestPart(
+            RequestPart(  # each request's time is when its decoding began
                 t.request_id, t.rows, t.predicted - began, t.traceparent, wall - (now - began)
             )
             for t, began in answered
@@ -525,7 +514,8 @@ class DataPlane:
             traceparent=first.traceparent,
             batch=first.batch,
             fallback=first.fallback,
-            parts=parts,
+            variant=first.variant,
+            parts=parts if len(parts) > 1 else (),
         )
         for observer in self.observers:
             observer.observe(event)

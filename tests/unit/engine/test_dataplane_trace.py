@@ -12,31 +12,17 @@ from typing import Any
 import pytest
 
 from rtserve.engine.dataplane import OFFLOAD_BYTES, DataPlane
-from rtserve.engine.manager import ModelManager
 from rtserve.errors import ValidationError
-from rtserve.events import PredictionEvent, RequestTrace
-from rtserve.settings import Settings
+from rtserve.events import RequestTrace
+from tests.unit.engine.observed_plane import Recorder, observed_plane
 
 ROW = {"amount": 12.5, "hour": 3, "prior_transactions": 4, "country": "DE", "card_present": True}
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-class Recorder:
-    """An observer that keeps every event."""
-
-    def __init__(self) -> None:
-        self.events: list[PredictionEvent] = []
-
-    def observe(self, event: PredictionEvent) -> None:
-        self.events.append(event)
-
-
 @pytest.fixture
 def plane(fraud_bundle_dir: Path) -> tuple[DataPlane, Recorder]:
-    manager = ModelManager(Settings.load())
-    manager.load(fraud_bundle_dir)
-    recorder = Recorder()
-    return DataPlane(manager, [recorder]), recorder
+    return observed_plane(fraud_bundle_dir)
 
 
 def _body(*rows: dict[str, Any]) -> bytes:

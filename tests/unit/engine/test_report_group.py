@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from rtserve.engine.dataplane import DataPlane
-from rtserve.engine.manager import ModelManager, ServedModel
-from rtserve.events import BatchInfo, PredictionEvent, RequestPart, RequestTrace
+from rtserve.engine.manager import ServedModel
+from rtserve.events import BatchInfo, RequestPart, RequestTrace
 from rtserve.rollout.spec import RolloutSpec, RolloutState
 from rtserve.runtimes.base import ModelOutput
-from rtserve.settings import Settings
 from rtserve.types import Columns
+from tests.unit.engine.observed_plane import Recorder, observed_plane
 
 TRACE_A = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACE_C = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -30,22 +30,9 @@ PROBABILITIES = np.linspace(0.0, 1.0, 2 * ROWS).reshape(ROWS, 2)
 OUTPUT = ModelOutput(label=LABELS, probabilities=PROBABILITIES)
 
 
-class Recorder:
-    """An observer that keeps every event."""
-
-    def __init__(self) -> None:
-        self.events: list[PredictionEvent] = []
-
-    def observe(self, event: PredictionEvent) -> None:
-        self.events.append(event)
-
-
 @pytest.fixture
 def plane(fraud_bundle_dir: Path) -> tuple[DataPlane, Recorder]:
-    manager = ModelManager(Settings.load())
-    manager.load(fraud_bundle_dir)
-    recorder = Recorder()
-    return DataPlane(manager, [recorder]), recorder
+    return observed_plane(fraud_bundle_dir)
 
 
 def answered(
