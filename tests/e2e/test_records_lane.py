@@ -1084,3 +1084,54 @@ def test_a_rate_limited_client_is_limited_as_on_the_asgi_route(auth_pair: Pair) 
     assert [a.status for a in answers[0]] == [200] * TIGHT_LIMIT + [429, 429]
     assert answers[0][0].header("ratelimit-limit") == str(TIGHT_LIMIT)
     assert answers[0] == answers[1]
+
+
+# --- 6. behind a trusted proxy -------------------------------------------------------------------
+
+FORWARDED_CLIENT = "203.0.113.7"
+
+
+@pytest.fixture(scope="module")
+def proxied_pair(
+    e2e_bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pair]:
+    """The pair behind a trusted proxy on loopback (as ``rtserve replicas`` runs replicas behind
+    nginx), with one forwarded client allowed ``TIGHT_LIMIT`` requests a minute."""
+    settings = {
+        "server": {"trusted_proxies": ["127.0.0.1"]},
+        "rate_limit": {"per_client": {f"ip:{FORWARDED_CLIENT}": f"{TIGHT_LIMIT}/minute"}},
+    }
+    running = start_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane-proxy"), settings)
+    yield running
+    stop_pair(running)
+
+
+def test_behind_a_trusted_proxy_the_lane_limits_the_forwarded_client(proxied_pair: Pair) -> None:
+    """With ``server.trusted_proxies`` the lane still takes the requests, and a rate limit
+    follows the ``X-Forwarded-For`` client as uvicorn's proxy-headers handling gives it to the
+    ASGI route: the forwarded client's requests get 200 then 429 on both servers, identically,
+    while another client forwarded by the same proxy is not limited."""
+
+    def without_reset(answer: Answer) -> Answer:
+        kept = tuple(
+            (k, v) for k, v in answer.headers if k not in ("ratelimit-reset", "retry-after")
+        )
+        return Answer(answer.status_line, kept, answer.body)
+
+    limited = predict_bytes(
+        GOOD, request_id="forwarded", headers={"X-Forwarded-For": FORWARDED_CLIENT}
+    )
+    other = predict_bytes(GOOD, request_id="other", headers={"X-Forwarded-For": "198.51.100.1"})
+    answers = []
+    for server in (proxied_pair.lane, proxied_pair.asgi):
+        with connect(server.url) as sock:
+            reader = AnswerReader(sock)
+            mine = []
+            for raw in [limited] * (TIGHT_LIMIT + 1) + [other]:
+                sock.sendall(raw)
+                mine.append(without_reset(received(reader.answer())))
+            answers.append(mine)
+    assert [a.status for a in answers[0]] == [200] * TIGHT_LIMIT + [429, 200]
+    assert answers[0] == answers[1]
+    assert any("forwarded" in group for group in lane_groups(proxied_pair.lane))
+    assert lane_groups(proxied_pair.asgi) == []

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
@@ -113,6 +114,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: RtserveError | None = None
         self._lane: RecordsLane | None = None
+        self._trusted: Any = None  # uvicorn's trusted proxies, when it honours proxy headers
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -121,9 +123,28 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         (``RtserveApp.records_lane``) takes this connection's records predict requests."""
         super().connection_made(transport)
         self._arm_head_timer()
-        lane_of = getattr(self.app, "records_lane", None)  # None when wrapped (proxy headers)
+        app: object = self.app
+        if isinstance(app, ProxyHeadersMiddleware):  # server.trusted_proxies: see client_host
+            self._trusted = app.trusted_hosts
+            app = app.app
+        lane_of = getattr(app, "records_lane", None)
         if lane_of is not None and self.limit_concurrency is None:
             self._lane = lane_of()
+
+    def client_host(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The client address of a request with these raw headers, as uvicorn's proxy-headers
+        middleware gives the app: the ``X-Forwarded-For`` client when the peer is a trusted
+        proxy, else the peer."""
+        host = self.client[0] if self.client else None
+        trusted = self._trusted
+        if trusted is not None and host in trusted:
+            forwarded = [value for name, value in headers if name == b"x-forwarded-for"]
+            if forwarded:
+                address = b", ".join(forwarded).decode("latin1")
+                client, _ = trusted.get_trusted_client_address(address)
+                if client:
+                    host = client
+        return host
 
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, without a timer left behind."""

@@ -64,7 +64,6 @@ class Connection(Protocol):
     parser: Any  # httptools.HttpRequestParser
     url: bytes
     headers: list[tuple[bytes, bytes]]
-    client: tuple[str, int] | None
     server: tuple[str, int | None] | None
     transport: asyncio.Transport
     server_state: ServerState
@@ -72,6 +71,9 @@ class Connection(Protocol):
 
     def on_response_complete(self) -> None:
         """The answer is written: go on with the connection (pipelined request, keep-alive)."""
+
+    def client_host(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The request's client address (the forwarded one behind a trusted proxy)."""
 
 
 logger = logging.getLogger("rtserve.server")
@@ -272,13 +274,12 @@ class RecordsLane:
         trace.started = request.started
         route = request.route
         try:
-            client = request.protocol.client
             admitted = await admit(
                 self.guards,
                 request.headers,
                 route.role,
                 route.described,
-                client[0] if client else None,
+                request.protocol.client_host(request.raw_headers),
             )
             check_content_type(request.headers, _JSON_TYPES)
             plane = self.plane
