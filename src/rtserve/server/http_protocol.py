@@ -81,6 +81,18 @@ _headers_complete = HttpToolsProtocol.on_headers_complete
 _message_complete = HttpToolsProtocol.on_message_complete
 
 
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    """What ``client_host``'s proxy-headers middleware calls: the scope is all it needs."""
+
+
+async def _no_receive() -> Any:
+    raise RuntimeError("client_host's scope has no body")
+
+
+async def _no_send(message: Any) -> None:
+    raise RuntimeError("client_host's scope sends nothing")
+
+
 class _RefusedError(Exception):
     """Raised inside a parser callback: stops httptools from parsing a refused request."""
 
@@ -114,7 +126,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: RtserveError | None = None
         self._lane: RecordsLane | None = None
-        self._trusted: Any = None  # uvicorn's trusted proxies, when it honours proxy headers
+        #: uvicorn's proxy-headers middleware over no app, when the server honours proxies.
+        self._proxy: ProxyHeadersMiddleware | None = None
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -125,26 +138,22 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._arm_head_timer()
         app: object = self.app
         if isinstance(app, ProxyHeadersMiddleware):  # server.trusted_proxies: see client_host
-            self._trusted = app.trusted_hosts
+            self._proxy = ProxyHeadersMiddleware(_no_app)
+            self._proxy.trusted_hosts = app.trusted_hosts
             app = app.app
         lane_of = getattr(app, "records_lane", None)
         if lane_of is not None and self.limit_concurrency is None:
             self._lane = lane_of()
 
-    def client_host(self, headers: list[tuple[bytes, bytes]]) -> str | None:
-        """The client address of a request with these raw headers, as uvicorn's proxy-headers
-        middleware gives the app: the ``X-Forwarded-For`` client when the peer is a trusted
-        proxy, else the peer."""
-        host = self.client[0] if self.client else None
-        trusted = self._trusted
-        if trusted is not None and host in trusted:
-            forwarded = [value for name, value in headers if name == b"x-forwarded-for"]
-            if forwarded:
-                address = b", ".join(forwarded).decode("latin1")
-                client, _ = trusted.get_trusted_client_address(address)
-                if client:
-                    host = client
-        return host
+    async def client_host(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The client address of a request with these raw headers, as the ASGI app sees it:
+        behind a trusted proxy, the one uvicorn's proxy-headers middleware (run here on a
+        scope of its own) takes from the proxy's headers; otherwise the peer."""
+        scope: dict[str, Any] = {"type": "http", "client": self.client, "headers": headers}
+        if self._proxy is not None:
+            await self._proxy(scope, _no_receive, _no_send)  # type: ignore[arg-type]
+        client = scope["client"]
+        return str(client[0]) if client else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, without a timer left behind."""

@@ -72,7 +72,7 @@ class Connection(Protocol):
     def on_response_complete(self) -> None:
         """The answer is written: go on with the connection (pipelined request, keep-alive)."""
 
-    def client_host(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+    async def client_host(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         """The request's client address (the forwarded one behind a trusted proxy)."""
 
 
@@ -279,7 +279,7 @@ class RecordsLane:
                 request.headers,
                 route.role,
                 route.described,
-                request.protocol.client_host(request.raw_headers),
+                await request.protocol.client_host(request.raw_headers),
             )
             check_content_type(request.headers, _JSON_TYPES)
             plane = self.plane
