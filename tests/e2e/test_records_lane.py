@@ -1059,17 +1059,18 @@ def test_a_request_without_credentials_is_refused_before_its_body_arrives(
     assert lane == asgi, f"after {lane_s:.1f} s the lane gave {lane}"
 
 
+def without_reset(answer: Answer) -> Answer:
+    """The answer without the headers that count down to a limit's reset (they follow each
+    server's own start time)."""
+    kept = tuple((k, v) for k, v in answer.headers if k not in ("ratelimit-reset", "retry-after"))
+    return Answer(answer.status_line, kept, answer.body)
+
+
 def test_a_rate_limited_client_is_limited_as_on_the_asgi_route(auth_pair: Pair) -> None:
     """The ``tight`` client may make ``TIGHT_LIMIT`` requests a minute: on both servers its
     first ones get 200 with the same ``RateLimit-*`` headers, then 429 (the reset time may
     differ by the servers' start; nothing else)."""
     raw = predict_bytes(GOOD, request_id="tight", headers={API_KEY_HEADER: TIGHT_KEY})
-
-    def without_reset(answer: Answer) -> Answer:
-        kept = tuple(
-            (k, v) for k, v in answer.headers if k not in ("ratelimit-reset", "retry-after")
-        )
-        return Answer(answer.status_line, kept, answer.body)
 
     answers = []
     for server in (auth_pair.lane, auth_pair.asgi):
@@ -1111,12 +1112,6 @@ def test_behind_a_trusted_proxy_the_lane_limits_the_forwarded_client(proxied_pai
     follows the ``X-Forwarded-For`` client as uvicorn's proxy-headers handling gives it to the
     ASGI route: the forwarded client's requests get 200 then 429 on both servers, identically,
     while another client forwarded by the same proxy is not limited."""
-
-    def without_reset(answer: Answer) -> Answer:
-        kept = tuple(
-            (k, v) for k, v in answer.headers if k not in ("ratelimit-reset", "retry-after")
-        )
-        return Answer(answer.status_line, kept, answer.body)
 
     limited = predict_bytes(
         GOOD, request_id="forwarded", headers={"X-Forwarded-For": FORWARDED_CLIENT}

@@ -472,12 +472,10 @@ class DataPlane:
             self.report(served, columns, output, *answered[0])
         # any, not the first: a rollout applied mid-admission gives only later requests a variant
         elif any(trace.variant for trace, _ in answered):
-            start = 0
-            for trace, began in answered:
-                stop = start + trace.rows
+            spans = row_spans([trace.rows for trace, _ in answered])
+            for (trace, began), (start, stop) in zip(answered, spans, strict=True):
                 own = {name: values[start:stop] for name, values in columns.items()}
                 self.report(served, own, output.rows(start, stop), trace, began)
-                start = stop
         else:
             self._publish(served, columns, output, answered)
 
@@ -573,6 +571,15 @@ async def _decode(work: Callable[[], T], size: int, schema: Schema, trace: Reque
         return observed_decode(work, schema, trace)
     trace.waiting()
     return await asyncio.to_thread(observed_decode, work, schema, trace)
+
+
+def row_spans(counts: Sequence[int]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each request's rows among requests answered together, in order."""
+    spans, start = [], 0
+    for count in counts:
+        spans.append((start, start + count))
+        start += count
+    return spans
 
 
 def _schema_of(served: ServedModel) -> Schema:

@@ -38,7 +38,7 @@ from uvicorn.server import ServerState
 from rtserve.bundle.schema import Schema
 from rtserve.bundle.validator import Validator
 from rtserve.engine.batcher import AdaptiveBatcher
-from rtserve.engine.dataplane import OFFLOAD_BYTES, DataPlane, observed_decode
+from rtserve.engine.dataplane import OFFLOAD_BYTES, DataPlane, observed_decode, row_spans
 from rtserve.engine.manager import ServedModel
 from rtserve.engine.predictions import Predictions
 from rtserve.engine.rollout import VARIANT_HEADER
@@ -318,11 +318,14 @@ class RecordsLane:
         members, columns = await self._validate(members, predictor.validator, predictor.schema)
         if not members:
             return
+        spans = row_spans([len(member.instances) for member in members])
         if served.cache is not None:  # cached answers are per request: each asks on its own
             await asyncio.gather(
                 *(
-                    self._predict_one(served, batcher, member, own)
-                    for member, own in zip(members, _slices(members, columns), strict=True)
+                    self._predict_one(
+                        served, batcher, member, {k: v[a:b] for k, v in columns.items()}
+                    )
+                    for member, (a, b) in zip(members, spans, strict=True)
                 )
             )
             return
@@ -337,13 +340,11 @@ class RecordsLane:
                 await self._fail(member.request, member.trace, exc)
             return
         answers = Predictions(output, predictor.schema.outputs).to_records()
-        start = 0
-        for member in members:
-            trace, stop = member.trace, start + len(member.instances)
+        for member, (start, stop) in zip(members, spans, strict=True):
+            trace = member.trace
             trace.rows, trace.batch = stop - start, group.batch
             trace.fallback, trace.predicted = group.fallback, group.predicted
             self._reply(served, member, answers[start:stop], fallback)
-            start = stop
         plane.report_group(served, columns, output, [(m.trace, m.decoded) for m in members])
 
     async def _predict_one(
@@ -513,15 +514,3 @@ def _spawn(request: LaneRequest, work: Coroutine[Any, Any, None]) -> None:
 
 def _expiry(deadline: Deadline) -> float:
     return deadline.expires_at
-
-
-def _slices(members: list[_Member], columns: Columns) -> list[Columns]:
-    """Each member's rows of ``columns`` (views, no copies)."""
-    if len(members) == 1:
-        return [columns]
-    out, offset = [], 0
-    for member in members:
-        stop = offset + len(member.instances)
-        out.append({k: v[offset:stop] for k, v in columns.items()})
-        offset = stop
-    return out
