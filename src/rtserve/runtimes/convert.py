@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,22 +64,65 @@ class Export:
     packages: dict[str, str] = field(default_factory=dict)
 
 
-def export(model: Any, adapter: str, description: Description, schema: Schema) -> Export:
-    """Convert ``model`` (packaged by the adapter named ``adapter``) to ONNX.
+def exports(model: Any, adapter: str, description: Description, schema: Schema) -> Iterator[Export]:
+    """ONNX conversions of ``model`` (packaged by the adapter named ``adapter``), the fastest to
+    serve first; the next is worth trying when one is not loadable or not at parity.
+
+    A scikit-learn model whose inputs are all numeric takes one matrix input (ONNX Runtime's
+    cost per call grows with its number of inputs: 32 one-column inputs cost 4x one 32-column
+    matrix); trained on a frame, it may also take one input per field (a pipeline that picks
+    columns by name may convert, or answer, only that way). Any other model has one export.
 
     Raises:
-        UnsupportedModelError: the converters cannot represent the model (with the reason).
+        UnsupportedModelError: (as the iteration goes) the converters cannot represent the
+            model, with the reason.
     """
     if adapter not in ("sklearn", "xgboost", "lightgbm"):
         raise UnsupportedModelError(f"no ONNX converter for models of the {adapter!r} adapter")
     _check_inputs(schema)
+    if adapter != "sklearn":
+        yield _converted(_export_booster, model, adapter, description)
+        return
+    layout = description.input_frame
+    strings = _string_categories(layout)
+    numeric = {n: _is_numeric(d) and n not in strings for n, d in layout.dtypes.items()}
+    matrix_error: UnsupportedModelError | None = None  # the reason given when neither converts
+    if all(numeric.values()):
+        try:
+            matrix = _converted(
+                _export_sklearn, model, description, {MATRIX_INPUT: "float64"},
+                layout.model_copy(update={"kind": "matrix"}),
+            )  # fmt: skip
+        except UnsupportedModelError as exc:
+            if layout.kind != "frame":
+                raise
+            matrix_error = exc
+        else:
+            yield matrix
+            if layout.kind != "frame":
+                return
+    elif layout.kind != "frame":
+        text = [n for n, is_num in numeric.items() if not is_num]
+        raise UnsupportedModelError(
+            f"the model takes a matrix but the inputs {text} are not numeric"
+        )
+    inputs = {n: "float64" if is_num else "object" for n, is_num in numeric.items()}
+    try:
+        per_field = _converted(_export_sklearn, model, description, inputs, layout)
+    except UnsupportedModelError:
+        if matrix_error is not None:
+            raise matrix_error from None
+        raise
+    yield per_field
+
+
+def _converted(convert: Callable[..., Export], *args: Any) -> Export:
+    """``convert(*args)``, its failures as ``UnsupportedModelError`` with the reason."""
     try:
         with warnings.catch_warnings():
             # Converter deprecation chatter is not the user's concern; the parity gate judges.
             warnings.simplefilter("ignore")
-            if adapter == "sklearn":
-                return _export_sklearn(model, description)
-            return _export_booster(model, adapter, description)
+            return convert(*args)
     except UnsupportedModelError:
         raise
     except ImportError as exc:
@@ -121,34 +164,19 @@ def _outputs(description: Description) -> dict[str, Any]:
 # --- scikit-learn -----------------------------------------------------------------------------
 
 
-def _export_sklearn(model: Any, description: Description) -> Export:
+def _export_sklearn(
+    model: Any, description: Description, inputs: dict[str, str], frame: InputFrame
+) -> Export:
+    """``convert_sklearn`` for ``inputs`` (name: "float64" or "object") laid out as ``frame``:
+    one matrix of every field, or one column per field."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
-    layout = description.input_frame
-    names = list(layout.dtypes)
-    numeric = {
-        n: _is_numeric(d) and n not in _string_categories(layout) for n, d in layout.dtypes.items()
-    }
-    per_field = layout.kind == "frame" and (
-        not all(numeric.values()) or type(model).__name__ in ("Pipeline", "ColumnTransformer")
-    )
-    if per_field:
-        initial = [
-            (n, DoubleTensorType([None, 1]) if numeric[n] else StringTensorType([None, 1]))
-            for n in names
-        ]
-        inputs = {n: "float64" if numeric[n] else "object" for n in names}
-        frame = layout
-    else:
-        if not all(numeric.values()):
-            strings = [n for n, is_num in numeric.items() if not is_num]
-            raise UnsupportedModelError(
-                f"the model takes a matrix but the inputs {strings} are not numeric"
-            )
-        initial = [(MATRIX_INPUT, DoubleTensorType([None, len(names)]))]
-        inputs = {MATRIX_INPUT: "float64"}
-        frame = layout.model_copy(update={"kind": "matrix"})
+    width = len(frame.dtypes) if frame.kind == "matrix" else 1
+    initial = [
+        (n, DoubleTensorType([None, width]) if t == "float64" else StringTensorType([None, 1]))
+        for n, t in inputs.items()
+    ]
     converters, shapes = _sklearn_overrides()
     try:
         proto = convert_sklearn(

@@ -21,7 +21,7 @@ from rtserve.bundle.sample import sample_rows, take
 from rtserve.bundle.schema import FieldType, MissingPolicy, Schema, UnseenPolicy
 from rtserve.errors import UnsupportedModelError
 from rtserve.runtimes.base import Description, ModelOutput, Runtime, RuntimeAdapter, Trust
-from rtserve.runtimes.convert import export
+from rtserve.runtimes.convert import Export, exports
 from rtserve.runtimes.onnx import OnnxAdapter
 from rtserve.types import AnyArray, Columns
 
@@ -75,17 +75,40 @@ def optimize(
     directory: Path,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> Optimized | None:
-    """Export ``model`` to ONNX under ``directory`` and gate it on parity with ``native``.
+    """Export ``model`` to ONNX under ``directory`` and gate it on parity with ``native``; the
+    conversions of ``exports`` are tried in turn, the first at parity serves.
 
-    Returns the manifest record: ONNX serves if the gate passed; otherwise the export's files
-    are removed and the reason is recorded. None for models that are ONNX already.
+    Returns the manifest record: ONNX serves if a gate passed; otherwise the exports' files
+    are removed and the (last) reason is recorded. None for models that are ONNX already.
     """
     if adapter.name == OnnxAdapter.name:
         return None
-    try:
-        exported = export(model, adapter.name, description, schema)
-    except UnsupportedModelError as exc:
-        return Optimized(serving="native", reason=f"not exported: {exc.message}")
+    attempts = exports(model, adapter.name, description, schema)
+    outcome: Optimized | None = None  # the last export's, while none serves
+    while outcome is None or outcome.serving != "onnx":
+        try:
+            exported = next(attempts, None)
+        except UnsupportedModelError as exc:
+            return outcome or Optimized(serving="native", reason=f"not exported: {exc.message}")
+        if exported is None:
+            break
+        outcome = _gate(exported, description, native, schema, columns, validation_rows,
+                        directory, tolerance)  # fmt: skip
+    return outcome
+
+
+def _gate(
+    exported: Export,
+    description: Description,
+    native: Runtime,
+    schema: Schema,
+    columns: Columns,
+    validation_rows: AnyArray,
+    directory: Path,
+    tolerance: float,
+) -> Optimized:
+    """Write ``exported`` under ``directory`` and serve it if it loads and is at parity (its
+    files are removed otherwise)."""
     spec = RuntimeSpec(
         adapter=OnnxAdapter.name,
         format="onnx",

@@ -16,7 +16,7 @@ from rtserve.bundle.bundle import Bundle
 from rtserve.bundle.manifest import Optimized, read_manifest
 from rtserve.engine.manager import ModelManager
 from rtserve.errors import BundleError
-from rtserve.runtimes.convert import MISSING_STRING, export
+from rtserve.runtimes.convert import MATRIX_INPUT, MISSING_STRING, exports
 from rtserve.runtimes.export_gate import (
     DEFAULT_TOLERANCE,
     OFF_REASON,
@@ -196,7 +196,7 @@ def test_compare_reports_figures_and_the_reason_when_outputs_differ(
     columns = rtserve.load(bundle).validate(transactions)
     description = fraud.describe(fraud_pipeline, transactions)
     own = fraud.wrap(fraud_pipeline, description)
-    exported = export(fraud_pipeline, "sklearn", description, schema)
+    (exported,) = exports(fraud_pipeline, "sklearn", description, schema)  # mixed types: one
     assert exported.options["missing_string"] == MISSING_STRING
     other = _refit_on_noise(fraud_pipeline, transactions, seed=5)
     assert own is not None
@@ -288,3 +288,101 @@ def test_the_server_serves_the_export_unless_told_to_serve_natively(tmp_path: Pa
     assert (onnx.platform, onnx.serving_reason) == ("onnx", "ONNX export passed its parity gate")
     assert isinstance(onnx.predictor.runtime if onnx.predictor else None, OnnxRuntime)
     assert (native.platform, native.serving_reason) == ("sklearn", "native runtime forced at load")
+
+
+def _served_export(target: Path) -> tuple[Optimized, list[str]]:
+    """The saved bundle's export record and the ONNX model's input names (ONNX must serve)."""
+    import onnx
+
+    optimized = read_manifest(target).optimized
+    assert optimized is not None
+    assert optimized.serving == "onnx", optimized
+    inputs = [i.name for i in onnx.load(str(target / OPTIMIZED_FILE)).graph.input]
+    return optimized, inputs
+
+
+def test_an_all_numeric_pipeline_trained_on_a_frame_takes_one_matrix_input(
+    tmp_path: Path,
+) -> None:
+    """One input for all fields: ONNX Runtime's cost per call grows with its inputs."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _numeric()
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    rtserve.build(model, X, name="m", version="1").save(tmp_path / "m")
+
+    optimized, inputs = _served_export(tmp_path / "m")
+    assert inputs == [MATRIX_INPUT]
+    assert optimized.input_frame is not None
+    assert optimized.input_frame.kind == "matrix"
+    predictor = rtserve.load(tmp_path / "m")
+    assert isinstance(predictor.runtime, OnnxRuntime)
+    shuffled = X[list(reversed(NUMERIC))]  # records name their fields: order is not position
+    np.testing.assert_allclose(
+        predictor.predict(shuffled).probabilities, model.predict_proba(X), atol=1e-9
+    )
+
+
+def test_a_pipeline_picking_columns_by_name_takes_the_export_that_answers_like_it(
+    tmp_path: Path,
+) -> None:
+    """Columns picked by name, in another order than the frame's: whichever export serves (a
+    matrix when the converter maps the names, else one input per field) answers as the model
+    does on every row; an export that converts but disagrees never serves."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _numeric()
+    picks = ColumnTransformer([("scaled", StandardScaler(), ["c", "a"])], remainder="drop")
+    model = make_pipeline(picks, LogisticRegression()).fit(X, y)
+    rtserve.build(model, X, name="m", version="1").save(tmp_path / "m")
+
+    optimized, inputs = _served_export(tmp_path / "m")
+    assert inputs in ([MATRIX_INPUT], NUMERIC)
+    assert optimized.parity is not None
+    assert optimized.parity.passed
+    np.testing.assert_allclose(
+        rtserve.load(tmp_path / "m").predict(X).probabilities,
+        model.predict_proba(X),
+        atol=DEFAULT_TOLERANCE,
+    )
+
+
+def test_when_the_matrix_export_disagrees_the_per_field_export_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate tries the exports in turn: a matrix export that fails parity (here: made to
+    feed the fields in reverse order) is dropped and the per-field export serves."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from rtserve.runtimes import convert
+
+    original = convert._export_sklearn
+
+    def matrix_in_reverse(model: Any, description: Any, inputs: Any, frame: Any) -> Any:
+        exported = original(model, description, inputs, frame)
+        if frame.kind != "matrix":
+            return exported
+        reverse = frame.model_copy(update={"dtypes": dict(reversed(frame.dtypes.items()))})
+        return convert.Export(exported.proto, reverse, exported.options, exported.packages)
+
+    monkeypatch.setattr(convert, "_export_sklearn", matrix_in_reverse)
+    X, y = _numeric()
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    rtserve.build(model, X, name="m", version="1").save(tmp_path / "m")
+
+    optimized, inputs = _served_export(tmp_path / "m")
+    assert inputs == NUMERIC
+    assert optimized.input_frame is not None
+    assert optimized.input_frame.kind == "frame"
+    np.testing.assert_allclose(
+        rtserve.load(tmp_path / "m").predict(X).probabilities,
+        model.predict_proba(X),
+        atol=DEFAULT_TOLERANCE,
+    )
