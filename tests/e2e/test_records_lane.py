@@ -606,8 +606,9 @@ def test_64_concurrent_clients_each_get_the_predictions_of_their_own_rows_in_ord
 ) -> None:
     """64 keep-alive clients, each sending its own 1-3 rows ``ROUNDS`` times (then 3 pipelined
     in one write): every answer is 200 with exactly the predictions the ASGI route gives those
-    rows alone, and the request id of the request it answers; none is lost. The lane did group
-    requests meanwhile (an access record with a batch larger than any one request)."""
+    rows alone, and the request id of the request it answers; none is lost, each is counted
+    once in the request metrics (none left in flight). The lane did group requests meanwhile
+    (an access record with a batch larger than any one request)."""
     expected = expected_predictions(pair.asgi)
 
     def work(
@@ -630,7 +631,13 @@ def test_64_concurrent_clients_each_get_the_predictions_of_their_own_rows_in_ord
             assert answer.header("x-request-id") == rid
             assert answer.json()["predictions"] == expected[client], rid
 
+    before = metrics(pair.lane)
     run_clients(pair.lane, work)
+    answered = CLIENTS * (ROUNDS + 3)  # counted once each, in groups: none twice, none lost
+    assert increase(before, metrics(pair.lane)) == {
+        PREDICT_200: answered,
+        PREDICT_SECONDS: answered,
+    }
     grouped = access_records(pair.lane, "group-", CLIENTS * ROUNDS)
     assert len(grouped) == CLIENTS * ROUNDS
     assert {r["status"] for r in grouped} == {200}
@@ -916,7 +923,12 @@ def test_a_lane_request_whose_body_stalls_gets_408_after_the_body_timeout(pair: 
 
 # --- 4. observability --------------------------------------------------------------------------
 
-COUNTED = ("rtserve_requests_total", "rtserve_validation_failures_total")
+COUNTED = (
+    "rtserve_requests_total",
+    "rtserve_request_duration_seconds_count",
+    "rtserve_validation_failures_total",
+    "rtserve_requests_in_flight",
+)
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
 
@@ -940,19 +952,15 @@ def increase(before: dict[Sample, float], after: dict[Sample, float]) -> dict[Sa
     }
 
 
-PREDICT_200 = (
-    "rtserve_requests_total",
-    frozenset(
-        {
-            "model": MODEL,
-            "version": "1",
-            "protocol": "records",
-            "endpoint": "predict",
-            "variant": "",
-            "status": "200",
-        }.items()
-    ),
-)
+PREDICT_LABELS = {
+    "model": MODEL,
+    "version": "1",
+    "protocol": "records",
+    "endpoint": "predict",
+    "variant": "",
+}
+PREDICT_200 = ("rtserve_requests_total", frozenset({**PREDICT_LABELS, "status": "200"}.items()))
+PREDICT_SECONDS = ("rtserve_request_duration_seconds_count", frozenset(PREDICT_LABELS.items()))
 
 
 def test_n_lane_requests_count_n_in_metrics_and_write_one_access_record_each(pair: Pair) -> None:
@@ -967,7 +975,7 @@ def test_n_lane_requests_count_n_in_metrics_and_write_one_access_record_each(pai
             sock.sendall(predict_bytes(GOOD, request_id=f"counted-{i}"))
             answer = received(reader.answer())
             assert answer.status == 200
-    assert increase(before, metrics(pair.lane)) == {PREDICT_200: count}
+    assert increase(before, metrics(pair.lane)) == {PREDICT_200: count, PREDICT_SECONDS: count}
     found = access_records(pair.lane, "counted-", count)
     assert sorted(r["request_id"] for r in found) == sorted(f"counted-{i}" for i in range(count))
     for entry in found:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
 from rtserve.events import RequestTrace
 from rtserve.observability.logging import json_line_writer
-from rtserve.observability.metrics import Metrics
+from rtserve.observability.metrics import Metrics, observe_many
 from rtserve.observability.tracing import Tracer
 
 access_logger = logging.getLogger("rtserve.access")
@@ -55,45 +56,62 @@ class AccessRecorder:
         #: Label values are bounded (served models, routes, status codes), so is this cache.
         self._children: dict[tuple[str, str, str, str, str, int], tuple[Counter, Histogram]] = {}
 
-    def started(self) -> None:
-        """A request came in."""
+    def started(self, count: int = 1) -> None:
+        """``count`` requests came in."""
         if self.metrics is not None:
-            self.metrics.in_flight.inc()
+            self.metrics.in_flight.inc(count)
 
     def finished(self, trace: RequestTrace, end: Finished) -> None:
         """A request ended (successfully or not); never raises into the request."""
-        seconds = end.ended - trace.started
+        self.finished_many([(trace, end)])
+
+    def finished_many(self, done: Sequence[tuple[RequestTrace, Finished]]) -> None:
+        """Requests that ended together (a records-lane group): for each, what ``finished``
+        records, with one update per metric child and one write for the access lines."""
         m = self.metrics
         if m is not None:
-            m.in_flight.dec()
-            labels = (trace.model, trace.version, end.protocol, end.endpoint, trace.variant)
-            key = (*labels, end.status)
-            children = self._children.get(key)
-            if children is None:  # label look-ups cost more than the update; keep the children
-                children = self._children[key] = (
-                    m.requests.labels(*labels, str(end.status)),
-                    m.request_seconds.labels(*labels),
-                )
-            children[0].inc()
-            children[1].observe(seconds)
-            for field, rule in trace.violations:
-                m.validation_failures.labels(trace.model, trace.version, field, rule).inc()
+            m.in_flight.dec(len(done))
+            latencies: dict[tuple[str, str, str, str, str, int], list[float]] = {}
+            for trace, end in done:
+                key = (trace.model, trace.version, end.protocol, end.endpoint, trace.variant,
+                       end.status)  # fmt: skip
+                latencies.setdefault(key, []).append(end.ended - trace.started)
+                for field, rule in trace.violations:
+                    m.validation_failures.labels(trace.model, trace.version, field, rule).inc()
+            for key, seconds in latencies.items():
+                children = self._children.get(key)
+                if children is None:  # label look-ups cost more than the update; keep them
+                    labels = key[:5]
+                    children = self._children[key] = (
+                        m.requests.labels(*labels, str(key[5])),
+                        m.request_seconds.labels(*labels),
+                    )
+                children[0].inc(len(seconds))
+                observe_many(children[1], seconds)
         if self.access_log and access_logger.isEnabledFor(logging.INFO):
-            extra: dict[str, object] = {
-                "request_id": trace.request_id,
-                "method": end.method,
-                "path": end.path,
-                "status": end.status,
-                "latency_ms": round(seconds * 1000, 3),
-            }
-            if trace.traceparent:
-                extra["traceparent"] = trace.traceparent
-            extra.update(trace.served_fields())
-            message = f"{end.method} {end.path} {end.status}"
+            lines = [_access_line(trace, end) for trace, end in done]
             writer = json_line_writer(access_logger)
             if writer is not None:
-                writer.write(access_logger.name, "info", message, extra)
+                writer.write_many(access_logger.name, "info", lines)
             else:
-                access_logger.info("%s", message, extra=extra)
+                for message, extra in lines:
+                    access_logger.info("%s", message, extra=extra)
         if self.tracer is not None:
-            self.tracer.record(trace, end.method, end.path, end.status, end.ended, time.time())
+            now = time.time()
+            for trace, end in done:
+                self.tracer.record(trace, end.method, end.path, end.status, end.ended, now)
+
+
+def _access_line(trace: RequestTrace, end: Finished) -> tuple[str, dict[str, object]]:
+    """The access record of one request: its message and fields."""
+    extra: dict[str, object] = {
+        "request_id": trace.request_id,
+        "method": end.method,
+        "path": end.path,
+        "status": end.status,
+        "latency_ms": round((end.ended - trace.started) * 1000, 3),
+    }
+    if trace.traceparent:
+        extra["traceparent"] = trace.traceparent
+    extra.update(trace.served_fields())
+    return f"{end.method} {end.path} {end.status}", extra

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -37,6 +37,10 @@ def _add_pid(
 
 def _dumps(obj: Any, **_: Any) -> str:
     return msgspec.json.encode(obj, enc_hook=str).decode()
+
+
+#: ``_dumps``'s encoding, one line per object (``JsonLineWriter.write_many``).
+_line_encoder = msgspec.json.Encoder(enc_hook=str)
 
 
 def configure_logging(
@@ -161,8 +165,18 @@ class JsonLineWriter:
 
     def write(self, logger: str, level: str, message: str, fields: dict[str, Any]) -> None:
         """Write one line with ``fields`` and the standard keys."""
-        line = _render(fields, self._redact, message, level, logger, time.time(), os.getpid())
-        line += "\n"
+        self.write_many(logger, level, [(message, fields)])
+
+    def write_many(
+        self, logger: str, level: str, entries: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Write one line per ``(message, fields)``, stamped with one time, encoded in one call."""
+        created, pid, redact = time.time(), os.getpid(), self._redact
+        objects = [
+            _fields(fields, redact, message, level, logger, created, pid)
+            for message, fields in entries
+        ]
+        line = _line_encoder.encode_lines(objects).decode()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -198,13 +212,26 @@ def _render(
     pid: int | None,
 ) -> str:
     """``fields`` plus the standard keys, redacted, as one JSON object (the chain's output)."""
+    return _dumps(_fields(fields, redact, message, level, logger, created, pid))
+
+
+def _fields(
+    fields: dict[str, Any],
+    redact: Processor,
+    message: str,
+    level: str,
+    logger: str,
+    created: float,
+    pid: int | None,
+) -> dict[str, Any]:
+    """``fields`` with the standard keys added, redacted (in place)."""
     fields["message"] = message
     fields["level"] = level
     fields["logger"] = logger
     fields["time"] = _utc_iso(created)
     fields["pid"] = pid
     redact(None, level, fields)
-    return _dumps(fields)
+    return fields
 
 
 def json_line_writer(logger: logging.Logger) -> JsonLineWriter | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Histogram
 
 from rtserve.events import PredictionEvent
-from rtserve.observability.metrics import Metrics
+from rtserve.observability.metrics import Metrics, observe_many
 from rtserve.observability.queueing import BackgroundQueue
 
 #: model, version, rows, requests, queue seconds, predict seconds, batch rows, fallback
@@ -52,8 +52,20 @@ class MetricsObserver:
         m = self.metrics
         rows: dict[tuple[str, str], int] = {}
         fallbacks: dict[tuple[str, str], int] = {}
+        #: per model version: predict seconds, queue seconds and batch rows, once per request
+        observed: dict[tuple[str, str], tuple[list[float], list[float], list[float]]] = {}
         for model, version, n_rows, requests, queue_s, predict_s, batch_rows, fallback in samples:
             key = (model, version)
+            values = observed.get(key)
+            if values is None:
+                values = observed[key] = ([], [], [])
+            values[0].extend([predict_s] * requests)  # as for lone requests: one per request
+            values[1].extend([queue_s] * requests)
+            values[2].extend([batch_rows] * requests)
+            rows[key] = rows.get(key, 0) + n_rows
+            if fallback:
+                fallbacks[key] = fallbacks.get(key, 0) + requests
+        for key, values in observed.items():
             children = self._children.get(key)
             if children is None:
                 children = self._children[key] = (
@@ -61,13 +73,8 @@ class MetricsObserver:
                     m.queue_seconds.labels(*key),
                     m.batch_rows.labels(*key),
                 )
-            for _ in range(requests):  # one observation per request, as for lone requests
-                children[0].observe(predict_s)
-                children[1].observe(queue_s)
-                children[2].observe(batch_rows)
-            rows[key] = rows.get(key, 0) + n_rows
-            if fallback:
-                fallbacks[key] = fallbacks.get(key, 0) + requests
+            for child, numbers in zip(children, values, strict=True):
+                observe_many(child, numbers)
         for key, count in rows.items():
             m.predictions.labels(*key).inc(count)
         for key, count in fallbacks.items():

@@ -149,10 +149,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         """The client address of a request with these raw headers, as the ASGI app sees it:
         behind a trusted proxy, the one uvicorn's proxy-headers middleware (run here on a
         scope of its own) takes from the proxy's headers; otherwise the peer."""
-        scope: dict[str, Any] = {"type": "http", "client": self.client, "headers": headers}
+        client = self.client
         if self._proxy is not None:
+            scope: dict[str, Any] = {"type": "http", "client": client, "headers": headers}
             await self._proxy(scope, _no_receive, _no_send)  # type: ignore[arg-type]
-        client = scope["client"]
+            client = scope["client"]
         return str(client[0]) if client else None
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -190,6 +190,8 @@ class RecordsLane:
         self.max_body = min(guards.limits.max_body_bytes, OFFLOAD_BYTES)
         self._pending: list[LaneRequest] = []
         self._flush_scheduled = False
+        #: Requests answered, not yet recorded (``_record_finished``, at the end of each group).
+        self._finished: list[tuple[RequestTrace, Finished]] = []
 
     # --- taking requests from the protocol ----------------------------------------------------
 
@@ -245,6 +247,7 @@ class RecordsLane:
         """Admit, decode, validate, predict, encode and answer one group; every request of it is
         answered exactly once, whatever fails."""
         members: list[_Member] = []
+        self.recorder.started(len(requests))
         try:
             for request in requests:
                 member = await self._admit(request)
@@ -266,11 +269,21 @@ class RecordsLane:
         finally:
             for member in members:
                 member.served.inflight -= 1
+            self._record_finished()
+
+    def _record_finished(self) -> None:
+        """Record the requests answered since the last call (one update per metric and one
+        access-log write for a group); never raises into the lane."""
+        done, self._finished = self._finished, []
+        try:
+            self.recorder.finished_many(done)
+        except Exception:
+            logger.exception("recording %d requests failed", len(done))
 
     async def _admit(self, request: LaneRequest) -> _Member | None:
         """Admission, content type, route and decoding of one request (what the ASGI route does
         before validation); None when it was answered with an error instead."""
-        trace = self.tracker.trace(request.raw_headers)
+        trace = self.tracker.identify(request.raw_headers)
         trace.started = request.started
         route = request.route
         try:
@@ -472,7 +485,7 @@ class RecordsLane:
         body: bytes,
     ) -> None:
         """Write one whole answer (uvicorn's default headers, then ``head``), then let the
-        protocol go on with the connection; record the request."""
+        protocol go on with the connection; the request is recorded with its group's."""
         request.response_complete = True
         protocol = request.protocol
         transport = protocol.transport
@@ -495,13 +508,12 @@ class RecordsLane:
             if not request.keep_alive:
                 transport.close()
             protocol.on_response_complete()
-        try:
-            self.recorder.finished(
+        self._finished.append(
+            (
                 trace,
                 Finished("POST", request.path, "records", "predict", status, time.perf_counter()),
             )
-        except Exception:
-            logger.exception("recording request %s failed", trace.request_id)
+        )
 
 
 def _spawn(request: LaneRequest, work: Coroutine[Any, Any, None]) -> None:

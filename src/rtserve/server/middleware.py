@@ -54,8 +54,14 @@ class RequestTracker:
         return trace, token
 
     def trace(self, headers: Iterable[tuple[bytes, bytes]]) -> RequestTrace:
+        """``identify``, and the in-flight gauge counts the request."""
+        trace = self.identify(headers)
+        self.recorder.started()
+        return trace
+
+    def identify(self, headers: Iterable[tuple[bytes, bytes]]) -> RequestTrace:
         """A new request's trace from its raw headers: the client's ``X-Request-ID`` when sane
-        (else a fresh id) and its valid ``traceparent``; the in-flight gauge counts it."""
+        (else a fresh id) and its valid ``traceparent`` (the caller counts it in flight)."""
         started = time.perf_counter()
         request_id = ""
         traceparent: str | None = None
@@ -70,7 +76,6 @@ class RequestTracker:
                     traceparent = candidate
         if not request_id:
             request_id = _new_request_id()
-        self.recorder.started()
         return RequestTrace(request_id, started, traceparent)
 
     def end(

@@ -122,3 +122,22 @@ def test_the_direct_line_writer_steps_aside_when_logging_is_set_up_otherwise(str
     finally:
         access.propagate = True
     assert json_line_writer(access) is not None
+
+
+def test_the_direct_line_writer_writes_many_lines_as_it_writes_each(stream):
+    from rtserve.observability.logging import json_line_writer
+
+    redactor = Redactor(b"k")
+    redactor.register(["email"])
+    configure_logging("info", stream=stream, redactor=redactor)
+    writer = json_line_writer(logging.getLogger("rtserve.access"))
+    assert writer is not None
+    entries = [("GET /x 200", {"request_id": "a", "status": 200}), ("POST /y 422", {"email": "x"})]
+    for message, fields in entries:
+        writer.write("rtserve.access", "info", message, dict(fields))
+    writer.write_many("rtserve.access", "info", [(m, dict(f)) for m, f in entries])
+    each, many = lines(stream)[:2], lines(stream)[2:]
+    assert [{k: v for k, v in line.items() if k != "time"} for line in many] == [
+        {k: v for k, v in line.items() if k != "time"} for line in each
+    ]
+    assert many[1]["email"].startswith("hmac:")

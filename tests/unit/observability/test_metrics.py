@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rtserve.observability.metrics import (
     MULTIPROC_ENV,
@@ -15,6 +16,7 @@ from rtserve.observability.metrics import (
     ModelSnapshot,
     mark_worker_dead,
     multiprocess_metrics,
+    observe_many,
     prepare_multiprocess_dir,
 )
 
@@ -147,3 +149,59 @@ def test_cache_hits_and_misses_are_added_as_they_grow():
     value = metrics.registry.get_sample_value
     assert value("rtserve_cache_hits_total", {"model": "fraud", "version": "1"}) == 4
     assert value("rtserve_cache_misses_total", {"model": "fraud", "version": "1"}) == 5
+
+
+#: Latencies on, between and beyond the bucket bounds (0.005 is a bound: it counts in ``le=0.005``).
+LATENCIES = [0.0001, 0.0005, 0.0007, 0.005, 0.005, 0.0049, 0.3, 11.0, 0.0]
+
+
+def _histogram_samples(metrics: Metrics) -> list[tuple[str, list[tuple[str, str]], float]]:
+    """The request-latency histogram's samples as a scrape reads them (all workers' values)."""
+    return sorted(
+        (s.name, sorted(s.labels.items()), s.value)
+        for family in text_string_to_metric_families(metrics.exposition()[0].decode())
+        if family.name == "rtserve_request_duration_seconds"
+        for s in family.samples
+        if not s.name.endswith("_created")
+    )
+
+
+def test_observing_many_latencies_at_once_is_observing_each():
+    one_by_one, at_once = Metrics(), Metrics()
+    labels = ("fraud", "1", "records", "predict", "")
+    for value in LATENCIES:
+        one_by_one.request_seconds.labels(*labels).observe(value)
+    observe_many(at_once.request_seconds.labels(*labels), LATENCIES)
+    observe_many(at_once.request_seconds.labels(*labels), [])
+    expected = _histogram_samples(one_by_one)
+    assert expected
+    assert _histogram_samples(at_once) == expected
+
+
+OBSERVER = """
+import sys
+from rtserve.observability.metrics import Metrics, observe_many
+values = [float(v) for v in sys.argv[2:]]
+child = Metrics().request_seconds.labels("fraud", "1", "records", "predict", "")
+if sys.argv[1] == "many":
+    observe_many(child, values)
+else:
+    for value in values:
+        child.observe(value)
+"""
+
+
+def test_observing_many_latencies_at_once_adds_up_across_worker_processes(tmp_path, monkeypatch):
+    def scrape(way: str) -> list[tuple[str, list[tuple[str, str]], float]]:
+        directory = prepare_multiprocess_dir(tmp_path / way)
+        subprocess.run(
+            [sys.executable, "-c", OBSERVER, way, *map(str, LATENCIES)],
+            env={**os.environ, MULTIPROC_ENV: str(directory)},
+            check=True,
+        )
+        monkeypatch.setenv(MULTIPROC_ENV, str(directory))
+        return _histogram_samples(Metrics())
+
+    expected = scrape("each")
+    assert any(value == len(LATENCIES) for name, _, value in expected if name.endswith("_count"))
+    assert scrape("many") == expected
