@@ -71,6 +71,12 @@ class ServerSettings(BaseModel):
         description="Addresses or CIDR networks of the reverse proxies whose X-Forwarded-For "
         "names the client (rate limits, failed-login limits); empty: the peer address always.",
     )
+    keep_alive_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds an idle keep-alive connection stays open after an answer; behind a "
+        "load balancer, set it above the balancer's idle timeout (AWS ALB: 60).",
+    )
     graceful_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds in-flight requests get to finish on SIGTERM."
     )

@@ -855,6 +855,41 @@ def test_keep_alive_serves_lane_and_other_requests_one_after_another(pair: Pair)
             assert answer.status == status, (raw[:60], answer)
 
 
+KEEP_ALIVE_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def short_keep_alive_pair(
+    e2e_bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pair]:
+    """The pair closing idle keep-alive connections after ``KEEP_ALIVE_S``."""
+    settings = {"server": {"keep_alive_s": KEEP_ALIVE_S}}
+    running = start_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane-idle"), settings)
+    yield running
+    stop_pair(running)
+
+
+@pytest.mark.parametrize("side", ["lane", "asgi"])
+def test_an_idle_connection_is_closed_keep_alive_s_after_its_last_answer(
+    short_keep_alive_pair: Pair, side: str
+) -> None:
+    """Requests 0.6 s apart keep a connection open well past ``server.keep_alive_s``; once
+    idle, it is closed that long after its last answer (not before), on the lane as on the
+    ASGI route."""
+    server = getattr(short_keep_alive_pair, side)
+    with connect(server.url) as sock:
+        reader = AnswerReader(sock)
+        for i in range(4):
+            if i:
+                time.sleep(0.6 * KEEP_ALIVE_S)
+            sock.sendall(predict_bytes(GOOD, request_id=f"idle-{side}-{i}"))
+            assert received(reader.answer()).status == 200
+        answered = time.monotonic()
+        assert not reader.at_eof(timeout=0.7 * KEEP_ALIVE_S), "closed while not yet idle long"
+        assert reader.at_eof(timeout=2 * KEEP_ALIVE_S), "still open long after keep_alive_s"
+        assert time.monotonic() - answered >= KEEP_ALIVE_S
+
+
 def test_an_http_1_0_request_is_answered_and_the_connection_closed(pair: Pair) -> None:
     """HTTP/1.0 goes through the ASGI route: the prediction, then EOF (no keep-alive)."""
     with connect(pair.lane.url) as sock:

@@ -27,6 +27,7 @@ from rtserve.settings import (
 DURATIONS = {
     "rollout.interval_s",
     "server.graceful_timeout_s",
+    "server.keep_alive_s",
     "server.drain_delay_s",
     "batching.max_wait_s",
     "batching.inline_predict_s",

@@ -126,6 +126,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: RtserveError | None = None
         self._lane: RecordsLane | None = None
+        #: When the lane last answered, and the one timer that closes the connection once it
+        #: has been idle for ``timeout_keep_alive`` since (``lane_answered``).
+        self._answered_at = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
         #: uvicorn's proxy-headers middleware over no app, when the server honours proxies.
         self._proxy: ProxyHeadersMiddleware | None = None
 
@@ -159,7 +163,45 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, without a timer left behind."""
         self._cancel_head_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         super().connection_lost(exc)
+
+    def lane_answered(self) -> None:
+        """uvicorn's ``on_response_complete`` for an answer the lane wrote, but for its
+        keep-alive timer: not one timer per answer (armed, then cancelled by the next request)
+        but one per connection, which closes it only once it has been idle long enough."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        self._answered_at = self.loop.time()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        """Close the connection if nothing happened on it for ``timeout_keep_alive`` since the
+        lane's last answer; look again when it could be. A request under way (its head, its
+        body or its answer) stops the watch: its own answer starts the next one (the lane's
+        here, uvicorn's keep-alive timer for any other)."""
+        self._idle_timer = None
+        cycle: object = self.cycle
+        if (
+            self.transport.is_closing()
+            or type(cycle) is not LaneRequest  # uvicorn answered since: its timer watches
+            or not cycle.response_complete
+            or self._head_used
+        ):
+            return
+        left = self._answered_at + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._close_if_idle)
+        else:
+            self.timeout_keep_alive_handler()
 
     def data_received(self, data: bytes) -> None:
         """Count and bound a head's bytes; anything else goes to uvicorn untouched."""

@@ -69,7 +69,7 @@ class Connection(Protocol):
     server_state: ServerState
     tasks: set[asyncio.Task[None]]
 
-    def on_response_complete(self) -> None:
+    def lane_answered(self) -> None:
         """The answer is written: go on with the connection (pipelined request, keep-alive)."""
 
     async def client_host(self, headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -507,7 +507,7 @@ class RecordsLane:
             transport.write(b"".join(parts))
             if not request.keep_alive:
                 transport.close()
-            protocol.on_response_complete()
+            protocol.lane_answered()
         self._finished.append(
             (
                 trace,

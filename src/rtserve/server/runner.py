@@ -54,6 +54,7 @@ def run(settings: Settings, app: Starlette | None = None) -> None:
         "log_config": None,  # logging is configured by the CLI, once
         "access_log": False,
         "timeout_graceful_shutdown": math.ceil(settings.server.graceful_timeout_s),
+        "timeout_keep_alive": settings.server.keep_alive_s,
         "lifespan": "on",
         "server_header": False,
         # request heads bounded in size and time (a picklable factory: workers get it too)
