@@ -30,7 +30,7 @@ from rtserve.bundle.profile import CategoricalProfile, NumericProfile, OutputPro
 from rtserve.bundle.schema import FieldType, Schema
 from rtserve.events import PredictionEvent
 from rtserve.observability.metrics import Metrics
-from rtserve.observability.queueing import BackgroundQueue
+from rtserve.observability.queueing import SUMMARY_INTERVAL_S, BackgroundQueue
 from rtserve.runtimes.base import ModelOutput
 from rtserve.settings import DriftSettings
 from rtserve.types import AnyArray, Columns, FloatArray
@@ -489,6 +489,7 @@ class DriftObserver:
             maxsize=maxsize,
             weigh=_seen_rows,
             max_weight=1024,
+            interval=SUMMARY_INTERVAL_S,
             tick=self.refresh_gauges,
             tick_seconds=config.refresh_s,
         )

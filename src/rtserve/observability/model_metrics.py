@@ -6,7 +6,7 @@ from prometheus_client import Histogram
 
 from rtserve.events import PredictionEvent
 from rtserve.observability.metrics import Metrics, observe_many
-from rtserve.observability.queueing import BackgroundQueue
+from rtserve.observability.queueing import SUMMARY_INTERVAL_S, BackgroundQueue
 
 #: model, version, rows, requests, queue seconds, predict seconds, batch rows, fallback
 _Sample = tuple[str, str, int, int, float, float, int, bool]
@@ -21,7 +21,7 @@ class MetricsObserver:
         self.metrics = metrics
         self._children: dict[tuple[str, str], tuple[Histogram, Histogram, Histogram]] = {}
         self.queue: BackgroundQueue[_Sample] = BackgroundQueue(
-            self.name, self._record, metrics=metrics, maxsize=maxsize
+            self.name, self._record, metrics=metrics, maxsize=maxsize, interval=SUMMARY_INTERVAL_S
         )
 
     def observe(self, event: PredictionEvent) -> None:

@@ -21,6 +21,11 @@ from rtserve.observability.threads import name_os_thread
 
 T = TypeVar("T")
 logger = logging.getLogger("rtserve.observability")
+#: The drain interval of observers that keep summaries (drift windows, Prometheus metrics)
+#: rather than a record per decision: read every second or scrape at most, they need no
+#: fresher figures, and each wake-up takes the GIL from the event loop (five times fewer
+#: wake-ups cut their CPU per request by a fifth and the loop's with it, measured at c=64).
+SUMMARY_INTERVAL_S = 0.1
 
 
 class BackgroundQueue(Generic[T]):
