@@ -26,7 +26,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -88,6 +88,11 @@ _JSON_TYPES = ACCEPTED_TYPES["records"]
 _CONNECTION_CLOSE = (b"connection", b"close")
 _FALLBACK = FALLBACK_HEADER.lower().encode("latin-1")
 _VARIANT = VARIANT_HEADER.lower().encode("latin-1")
+#: The first header lines of a 200 answer (``DataPlane.predict_records``'s, in their order):
+#: filled with the body's length and the model version.
+_ANSWER_HEAD = (
+    b"content-type: application/json\r\ncontent-length: %d\r\nrtserve-model-version: %s\r\n"
+)
 
 
 class _NoEvent:
@@ -192,6 +197,9 @@ class RecordsLane:
         self._flush_scheduled = False
         #: Requests answered, not yet recorded (``_record_finished``, at the end of each group).
         self._finished: list[tuple[RequestTrace, Finished]] = []
+        #: uvicorn's default response headers, and the same as bytes of an answer's head.
+        self._defaults: list[tuple[bytes, bytes]] = []
+        self._defaults_head = b""
 
     # --- taking requests from the protocol ----------------------------------------------------
 
@@ -433,20 +441,16 @@ class RecordsLane:
             request_id=trace.request_id,
             variant=trace.variant,
         )
-        head = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode("ascii")),
-            (b"rtserve-model-version", served.version.encode("latin-1")),
-        ]
+        head = _ANSWER_HEAD % (len(body), served.version.encode("latin-1"))
         if fallback:
-            head.append((_FALLBACK, fallback.encode("latin-1")))
+            head += b"%s: %s\r\n" % (_FALLBACK, fallback.encode("latin-1"))
         if trace.variant:
-            head.append((_VARIANT, trace.variant.encode("latin-1")))
+            head += b"%s: %s\r\n" % (_VARIANT, trace.variant.encode("latin-1"))
         if member.rate:
-            head += [
+            head += _head_lines(
                 (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in member.rate.items()
-            ]
-        head.append((b"x-request-id", trace.request_id.encode("latin-1")))
+            )
+        head += b"x-request-id: %s\r\n" % trace.request_id.encode("latin-1")
         self._write(member.request, trace, 200, head, body)
 
     # --- per request ----------------------------------------------------------------------------
@@ -474,18 +478,19 @@ class RecordsLane:
             head.append((b"rtserve-model-version", trace.version.encode("latin-1")))
             if trace.variant:
                 head.append((b"rtserve-variant", trace.variant.encode("latin-1")))
-        self._write(request, trace, response.status_code, head, bytes(response.body))
+        self._write(request, trace, response.status_code, _head_lines(head), bytes(response.body))
 
     def _write(
         self,
         request: LaneRequest,
         trace: RequestTrace,
         status: int,
-        head: list[tuple[bytes, bytes]],
+        head: bytes,
         body: bytes,
     ) -> None:
-        """Write one whole answer (uvicorn's default headers, then ``head``), then let the
-        protocol go on with the connection; the request is recorded with its group's."""
+        """Write one whole answer (uvicorn's default headers, then the header lines ``head``),
+        then let the protocol go on with the connection; the request is recorded with its
+        group's."""
         request.response_complete = True
         protocol = request.protocol
         transport = protocol.transport
@@ -493,12 +498,11 @@ class RecordsLane:
             self.guards.rejections["client_disconnected"] += 1
             status = CLIENT_CLOSED
         else:
-            parts = [STATUS_LINE[status]]
             defaults = protocol.server_state.default_headers
-            for name, value in defaults:
-                parts += (name, b": ", value, b"\r\n")
-            for name, value in head:
-                parts += (name, b": ", value, b"\r\n")
+            if defaults is not self._defaults:  # uvicorn replaces the list (each second: date)
+                self._defaults = defaults
+                self._defaults_head = _head_lines(defaults)
+            parts = [STATUS_LINE[status], self._defaults_head, head]
             if _CONNECTION_CLOSE in defaults:  # the server drains: uvicorn closes after this
                 request.keep_alive = False
             elif not request.keep_alive:
@@ -514,6 +518,11 @@ class RecordsLane:
                 Finished("POST", request.path, "records", "predict", status, time.perf_counter()),
             )
         )
+
+
+def _head_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``name: value`` header lines, each ended by CRLF."""
+    return b"".join(b"%s: %s\r\n" % pair for pair in headers)
 
 
 def _spawn(request: LaneRequest, work: Coroutine[Any, Any, None]) -> None:
