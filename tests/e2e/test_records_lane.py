@@ -887,7 +887,8 @@ def test_an_idle_connection_is_closed_keep_alive_s_after_its_last_answer(
         answered = time.monotonic()
         assert not reader.at_eof(timeout=0.7 * KEEP_ALIVE_S), "closed while not yet idle long"
         assert reader.at_eof(timeout=2 * KEEP_ALIVE_S), "still open long after keep_alive_s"
-        assert time.monotonic() - answered >= KEEP_ALIVE_S
+        # the server's clock started at its write, a little before this client read the answer
+        assert time.monotonic() - answered >= 0.9 * KEEP_ALIVE_S
 
 
 def test_an_http_1_0_request_is_answered_and_the_connection_closed(pair: Pair) -> None:
