@@ -142,10 +142,11 @@ class _JsonFormatter(structlog.stdlib.ProcessorFormatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return _render(
+        fields = _fields(
             entry, self.redact, record.getMessage(), record.levelname.lower(), record.name,
             record.created, record.process,
         )  # fmt: skip
+        return _dumps(fields)
 
 
 class JsonLineWriter:
@@ -202,19 +203,6 @@ class JsonLineWriter:
             handler.stream.flush()
 
 
-def _render(
-    fields: dict[str, Any],
-    redact: Processor,
-    message: str,
-    level: str,
-    logger: str,
-    created: float,
-    pid: int | None,
-) -> str:
-    """``fields`` plus the standard keys, redacted, as one JSON object (the chain's output)."""
-    return _dumps(_fields(fields, redact, message, level, logger, created, pid))
-
-
 def _fields(
     fields: dict[str, Any],
     redact: Processor,
@@ -224,7 +212,8 @@ def _fields(
     created: float,
     pid: int | None,
 ) -> dict[str, Any]:
-    """``fields`` with the standard keys added, redacted (in place)."""
+    """``fields`` with the standard keys added, redacted (in place): the chain's output as a
+    dict."""
     fields["message"] = message
     fields["level"] = level
     fields["logger"] = logger
