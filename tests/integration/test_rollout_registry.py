@@ -59,6 +59,16 @@ def server(tmp_path: Path) -> TestClient:
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
+def wait_rollout(client: TestClient, timeout: float = 30.0) -> dict[str, Any]:
+    """The rollout status once applied: readiness says production serves; the canary loads and
+    the rollout is applied just after."""
+    deadline = time.monotonic() + timeout
+    while not (status := client.get("/v1/models/dense/rollout").json())["active"]:
+        assert time.monotonic() < deadline, f"rollout not applied after {timeout}s: {status}"
+        time.sleep(0.05)
+    return status
+
+
 def drive(
     client: TestClient, until: Any, rng: random.Random, failing_share: float = 0.0
 ) -> tuple[dict[str, Any], Counter[tuple[int, str]]]:
@@ -86,7 +96,7 @@ def test_a_healthy_canary_steps_up_then_waits_for_approval_and_is_promoted(
     rng = random.Random(1)
     with server(tmp_path) as client:
         wait_ready(client)
-        assert client.get("/v1/models/dense/rollout").json()["state"]["weight"] == 20.0
+        assert wait_rollout(client)["state"]["weight"] == 20.0
         status, seen = drive(client, lambda s: s["state"]["status"] == "awaiting_approval", rng)
         assert status["state"]["status"] == "awaiting_approval", status
         pending = [r for r in registry.requests("dense", status="pending") if r.version == "2"]
@@ -119,6 +129,7 @@ def test_a_failing_canary_is_rolled_back_and_the_audit_log_keeps_the_figures(
     rng = random.Random(2)
     with server(tmp_path) as client:
         wait_ready(client)
+        wait_rollout(client)
         status, seen = drive(
             client, lambda s: s["state"]["status"] != "running", rng, failing_share=0.3
         )
