@@ -259,7 +259,10 @@ def start_pair(bundle: Path, root: Path, settings: dict[str, Any]) -> Pair:
         return Pair(lane.result(), asgi.result())
 
 
-def stop_pair(pair: Pair) -> None:
+def running_pair(bundle: Path, root: Path, settings: dict[str, Any]) -> Iterator[Pair]:
+    """A module fixture's pair: started, handed out, then stopped (both must exit 0)."""
+    pair = start_pair(bundle, root, settings)
+    yield pair
     codes = (pair.lane.stop(), pair.asgi.stop())
     assert codes == (0, 0), f"{pair.lane.logs()[-3000:]}\n{pair.asgi.logs()[-3000:]}"
 
@@ -270,9 +273,7 @@ def pair(
 ) -> Iterator[Pair]:
     """The fraud bundle with and without the lane, default settings but a short body timeout."""
     settings = {"limits": {"body_timeout_s": BODY_TIMEOUT_S}}
-    running = start_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane"), settings)
-    yield running
-    stop_pair(running)
+    yield from running_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane"), settings)
 
 
 @pytest.fixture(scope="module")
@@ -291,9 +292,7 @@ def auth_pair(
         "rate_limit": {"per_client": {"key:tight": f"{TIGHT_LIMIT}/minute"}},
         "limits": {"body_timeout_s": BODY_TIMEOUT_S},
     }
-    running = start_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane-auth"), settings)
-    yield running
-    stop_pair(running)
+    yield from running_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane-auth"), settings)
 
 
 # --- 1. the same answers both ways --------------------------------------------------------------
@@ -864,9 +863,7 @@ def short_keep_alive_pair(
 ) -> Iterator[Pair]:
     """The pair closing idle keep-alive connections after ``KEEP_ALIVE_S``."""
     settings = {"server": {"keep_alive_s": KEEP_ALIVE_S}}
-    running = start_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane-idle"), settings)
-    yield running
-    stop_pair(running)
+    yield from running_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane-idle"), settings)
 
 
 @pytest.mark.parametrize("side", ["lane", "asgi"])
@@ -1146,9 +1143,7 @@ def proxied_pair(
         "server": {"trusted_proxies": ["127.0.0.1"]},
         "rate_limit": {"per_client": {f"ip:{FORWARDED_CLIENT}": f"{TIGHT_LIMIT}/minute"}},
     }
-    running = start_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane-proxy"), settings)
-    yield running
-    stop_pair(running)
+    yield from running_pair(e2e_bundles[0], tmp_path_factory.mktemp("lane-proxy"), settings)
 
 
 def test_behind_a_trusted_proxy_the_lane_limits_the_forwarded_client(proxied_pair: Pair) -> None:

@@ -84,6 +84,8 @@ def optimize(
     if adapter.name == OnnxAdapter.name:
         return None
     attempts = exports(model, adapter.name, description, schema)
+    rows = np.union1d(validation_rows, sample_rows(_length(columns), GATE_ROWS, seed=1))
+    sample = take(columns, rows)  # every export is compared on the same rows
     outcome: Optimized | None = None  # the last export's, while none serves
     while outcome is None or outcome.serving != "onnx":
         try:
@@ -92,8 +94,7 @@ def optimize(
             return outcome or Optimized(serving="native", reason=f"not exported: {exc.message}")
         if exported is None:
             break
-        outcome = _gate(exported, description, native, schema, columns, validation_rows,
-                        directory, tolerance)  # fmt: skip
+        outcome = _gate(exported, description, native, schema, sample, directory, tolerance)
     return outcome
 
 
@@ -102,13 +103,12 @@ def _gate(
     description: Description,
     native: Runtime,
     schema: Schema,
-    columns: Columns,
-    validation_rows: AnyArray,
+    sample: Columns,
     directory: Path,
     tolerance: float,
 ) -> Optimized:
-    """Write ``exported`` under ``directory`` and serve it if it loads and is at parity (its
-    files are removed otherwise)."""
+    """Write ``exported`` under ``directory`` and serve it if it loads and is at parity with
+    ``native`` on ``sample`` (its files are removed otherwise)."""
     spec = RuntimeSpec(
         adapter=OnnxAdapter.name,
         format="onnx",
@@ -128,8 +128,7 @@ def _gate(
             reason=f"export not loadable by ONNX Runtime ({type(exc).__name__}: {exc})",
             packages=exported.packages,
         )
-    rows = np.union1d(validation_rows, sample_rows(_length(columns), GATE_ROWS, seed=1))
-    parity, reason = compare(native, candidate, schema, take(columns, rows), tolerance)
+    parity, reason = compare(native, candidate, schema, sample, tolerance)
     if not parity.passed:
         shutil.rmtree(directory / OPTIMIZED_DIR, ignore_errors=True)
         return Optimized(serving="native", reason=reason, parity=parity, packages=exported.packages)
