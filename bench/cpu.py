@@ -8,8 +8,9 @@ completed. Threads are put in groups, so that a regression shows where it is:
 - rtserve (which names its threads to the OS, ``rtserve.observability.threads``): ``event loop``
   (each process's main thread: sockets, HTTP, guards, decoding, validation, batching, inline
   predictions, encoding), ``runtime`` (``rt-<model>``: batches run off the loop), ``observers``
-  (``rtserve-*``: metrics, drift, decision log, tracing, refresh) and ``other`` (anything else:
-  ONNX Runtime's or numpy's own pools, asyncio's executor);
+  (``rtserve-*``: metrics, drift, decision log hand-off, tracing, refresh), ``decision writer``
+  (the decision log's child process, ``rtserve-writer``) and ``other`` (anything else: ONNX
+  Runtime's or numpy's own pools, asyncio's executor);
 - any other server: ``<process name>/<thread name>``, digits dropped (``mosec/tokio-rt-worker``,
   ``python/python``): whatever the OS calls them, since their threads are theirs to name.
 
@@ -80,6 +81,8 @@ def snapshot(root_pid: int) -> dict[int, ThreadTime]:
 def group_of(thread: ThreadTime, kind: str) -> str:
     """The thread group a thread's CPU is reported under (module docstring)."""
     if kind == "rtserve":
+        if thread.name == "rtserve-writer":  # the decision log's child process
+            return "decision writer"
         if thread.main:
             return "event loop"
         if thread.name.startswith("rt-"):

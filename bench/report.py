@@ -302,7 +302,7 @@ def markdown(document: dict[str, Any]) -> str:
         "CPU µs/request: CPU time of the server's whole process tree over the measured window "
         "(`/proc/PID/task/*/stat`, 10 ms ticks) per request completed in it, by thread group: for "
         "rtserve `event loop` (each process's main thread), `runtime` (`rt-<model>`), `observers` "
-        "(`rtserve-*`), `other`; for the others `process/thread` as the OS names them.",
+        "(`rtserve-*`), `decision writer` (the decision log's child process), `other`; for the others `process/thread` as the OS names them.",
         "",
     ]
     return "\n".join(lines)

@@ -515,6 +515,13 @@ class DecisionLogSettings(BaseModel):
         default=False, description="Also record the inputs (PII fields hashed or dropped)."
     )
     queue_size: int = Field(default=2048, ge=1, description="Events waiting before drops.")
+    writer: Literal["process", "thread"] = Field(
+        default="process",
+        description=(
+            "process: records are built and written in a child process, off the server's GIL; "
+            "thread: in a thread of the server (where no child process may be started)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _sql_needs_url(self) -> DecisionLogSettings:

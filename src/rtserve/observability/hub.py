@@ -95,6 +95,7 @@ class Observability:
                 include_inputs=log.include_inputs,
                 metrics=self.metrics,
                 maxsize=log.queue_size,
+                process=log.writer == "process",
             )
         self.tracer: Tracer | None = None
         if settings.logging.tracing:

@@ -41,6 +41,11 @@ class Redactor:
         #: PII field names of every served schema (the log processor redacts these keys).
         self.pii_fields: set[str] = set()
 
+    @property
+    def key(self) -> bytes:
+        """The HMAC key (the decision-log writer process gets it, to hash as this process does)."""
+        return self._key
+
     @classmethod
     def from_env(cls, mode: RedactionMode = "hash") -> Redactor:
         """A redactor keyed by ``RTSERVE_REDACTION_KEY`` (random when unset)."""

@@ -7,13 +7,18 @@ from collections.abc import Callable
 from rtserve.bundle.schema import Schema
 from rtserve.events import PredictionEvent
 from rtserve.observability.decisions.record import Decision, DecisionSink, decisions_for
+from rtserve.observability.decisions.writer import WriterProcess
 from rtserve.observability.metrics import Metrics
 from rtserve.observability.queueing import BackgroundQueue
 from rtserve.observability.redaction import Redactor
 
 
 class DecisionLogObserver:
-    """Writes a decision per predicted row to ``sink`` from a background thread.
+    """Writes a decision per predicted row to ``sink``, off the request path.
+
+    A background thread takes the events; with ``process`` (the server's default) it hands each
+    batch to a child process that builds and writes the records (``writer.WriterProcess``: their
+    per-row work no longer holds the event loop's GIL), otherwise it does that itself.
 
     Args:
         sink: JSON lines or SQL.
@@ -21,6 +26,7 @@ class DecisionLogObserver:
         redactor: hashes or drops PII values in the recorded inputs and the input hash.
         include_inputs: record the (redacted) inputs, not only their hash.
         metrics: counts written records, drops and failures.
+        process: build and write records in a child process rather than in the thread.
     """
 
     name = "decisions"
@@ -34,12 +40,16 @@ class DecisionLogObserver:
         include_inputs: bool = False,
         metrics: Metrics | None = None,
         maxsize: int = 2048,
+        process: bool = False,
     ) -> None:
         self.sink = sink
         self.redactor = redactor
         self.include_inputs = include_inputs
         self._schema_of = schema_of
         self._schemas: dict[tuple[str, str], Schema | None] = {}
+        self.writer = (
+            WriterProcess(sink, redactor, include_inputs=include_inputs) if process else None
+        )
         self._written = metrics.decisions_written.labels(sink.name) if metrics else None
         self.queue: BackgroundQueue[PredictionEvent] = BackgroundQueue(
             self.name, self._write, metrics=metrics, maxsize=maxsize, batch=64, weigh=_rows
@@ -50,13 +60,19 @@ class DecisionLogObserver:
         self.queue.put(event)
 
     def start(self) -> None:
-        """Open the sink and start the thread."""
+        """Open the sink (here, so that a sink that cannot open fails the start) and start the
+        thread, and the writer process when there is one (which opens the sink for itself)."""
         self.sink.open()
+        if self.writer is not None:
+            self.sink.close()
+            self.writer.start()
         self.queue.start()
 
     def close(self) -> None:
-        """Write what is queued, then close the sink."""
+        """Write what is queued, then close the sink (and stop the writer process)."""
         self.queue.close()
+        if self.writer is not None:
+            self.writer.close()
         self.sink.close()
 
     def flush(self) -> None:
@@ -73,6 +89,12 @@ class DecisionLogObserver:
         groups: dict[tuple[str, str], list[PredictionEvent]] = {}
         for event in events:
             groups.setdefault((event.model, event.version), []).append(event)
+        if self.writer is not None:
+            schemas = {key: self._schema(*key) for key in groups}
+            written = self.writer.write(list(groups.items()), schemas)
+            if self._written is not None:
+                self._written.inc(written)
+            return
         records: list[Decision] = []
         for (model, version), group in groups.items():
             records += decisions_for(
