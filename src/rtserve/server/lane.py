@@ -52,7 +52,14 @@ from rtserve.protocol import records
 from rtserve.server.endpoints import ACCEPTED_TYPES, check_content_type
 from rtserve.server.error_handlers import handle_rtserve_error, handle_unexpected
 from rtserve.server.middleware import RequestTracker
-from rtserve.server.request_guards import CLIENT_CLOSED, RequestGuards, admit, rate_headers
+from rtserve.server.request_guards import (
+    CLIENT_CLOSED,
+    Admitted,
+    RequestGuards,
+    admit,
+    admit_now,
+    rate_headers,
+)
 from rtserve.server.routes import InferenceRoute
 from rtserve.types import Columns
 
@@ -257,10 +264,7 @@ class RecordsLane:
         members: list[_Member] = []
         self.recorder.started(len(requests))
         try:
-            for request in requests:
-                member = await self._admit(request)
-                if member is not None:
-                    members.append(member)
+            await self._admit(requests, members)
             # one group per model version and deadline budget: a request that gave itself less
             # time must not cut its neighbours' (the batcher still joins the groups' rows)
             groups: dict[tuple[int, float], list[_Member]] = {}
@@ -288,47 +292,51 @@ class RecordsLane:
         except Exception:
             logger.exception("recording %d requests failed", len(done))
 
-    async def _admit(self, request: LaneRequest) -> _Member | None:
-        """Admission, content type, route and decoding of one request (what the ASGI route does
-        before validation); None when it was answered with an error instead."""
-        trace = self.tracker.identify(request.raw_headers)
-        trace.started = request.started
-        route = request.route
-        try:
-            admitted = await admit(
-                self.guards,
-                request.headers,
-                route.role,
-                route.described,
-                await request.protocol.client_host(request.raw_headers),
-            )
-            check_content_type(request.headers, _JSON_TYPES)
-            plane = self.plane
-            served = plane.route(
-                request.name, request.version, trace, request.headers, request.body
-            )
-            trace.protocol = "records"
-            predictor, _ = served.require_ready()
-            member = _Member(
-                request,
-                trace,
-                rate_headers(admitted.rate) if admitted.rate is not None else None,
-                admitted.deadline,
-                served,
-            )
-            limits, body = plane.limits, request.body
-            member.decoded = time.perf_counter()
+    async def _admit(self, requests: list[LaneRequest], members: list[_Member]) -> None:
+        """Admission, content type, route and decoding of each request (what the ASGI route
+        does before validation): each admitted one joins ``members``, each other is answered
+        with its error. Guards that never wait admit without a coroutine (``admit_now``)."""
+        guards = self.guards
+        for request in requests:
+            trace = self.tracker.identify(request.raw_headers)
+            trace.started = request.started
+            route = request.route
+            try:
+                if guards.wait:
+                    host = await request.protocol.client_host(request.raw_headers)
+                    admitted = await admit(
+                        guards, request.headers, route.role, route.described, host
+                    )
+                else:
+                    admitted = admit_now(guards, request.headers, route.role, route.described)
+                members.append(self._member(request, trace, admitted))
+            except Exception as exc:  # noqa: BLE001 - mapped (and logged when unexpected) in _fail
+                await self._fail(request, trace, exc)
 
-            def decode() -> list[dict[str, Any]]:
-                instances, _parameters = records.decode_predict_request(body)
-                check_json_depth(body, limits.max_json_depth)
-                check_rows(len(instances), limits.max_instances, "instances")
-                return instances
+    def _member(self, request: LaneRequest, trace: RequestTrace, admitted: Admitted) -> _Member:
+        """An admitted request routed and decoded; raises what the ASGI route would answer."""
+        check_content_type(request.headers, _JSON_TYPES)
+        plane = self.plane
+        served = plane.route(request.name, request.version, trace, request.headers, request.body)
+        trace.protocol = "records"
+        predictor, _ = served.require_ready()
+        member = _Member(
+            request,
+            trace,
+            rate_headers(admitted.rate) if admitted.rate is not None else None,
+            admitted.deadline,
+            served,
+        )
+        limits, body = plane.limits, request.body
+        member.decoded = time.perf_counter()
 
-            member.instances = observed_decode(decode, predictor.schema, trace)
-        except Exception as exc:  # noqa: BLE001 - mapped (and logged when unexpected) in _fail
-            await self._fail(request, trace, exc)
-            return None
+        def decode() -> list[dict[str, Any]]:
+            instances, _parameters = records.decode_predict_request(body)
+            check_json_depth(body, limits.max_json_depth)
+            check_rows(len(instances), limits.max_instances, "instances")
+            return instances
+
+        member.instances = observed_decode(decode, predictor.schema, trace)
         served.inflight += 1  # the version drains (a hot swap waits) until this one is answered
         return member
 

@@ -95,6 +95,12 @@ class RequestGuards:
                 metrics.auth_failures.labels(reason)
         return guards
 
+    @property
+    def wait(self) -> bool:
+        """Whether admitting a request may wait (a rate limit or the failed-authentication
+        limit: their stores may be remote); when not, ``admit_now`` admits it at once."""
+        return self.rate.enabled or self.rate.failures is not None
+
     def failed_authentication(self, reason: str) -> None:
         """Count one refused authentication (a ``FAILURE_REASONS`` value)."""
         self.rejections["unauthorized"] += 1
@@ -127,6 +133,8 @@ async def admit(
         authentications from its address); each refusal is counted in ``guards.rejections``,
         failed authentications also in ``rtserve_auth_failures_total``.
     """
+    if not guards.wait:
+        return admit_now(guards, headers, role, what)
     deadline = guards.deadlines.from_header(headers.get(TIMEOUT_HEADER))
     if role == "public":
         return Admitted(deadline, None, None)
@@ -145,11 +153,7 @@ async def admit(
         if failures is not None:
             await failures.failed(address)  # 429 instead when this failure was one too many
         raise
-    try:
-        guards.auth.authorize(principal, role, what)
-    except Exception:
-        guards.rejections["unauthorized"] += 1
-        raise
+    _authorize(guards, principal, role, what)
     status: RateStatus | None = None
     if guards.rate.enabled:
         try:
@@ -158,6 +162,30 @@ async def admit(
             guards.rejections["rate_limited"] += 1
             raise
     return Admitted(deadline, principal, status)
+
+
+def admit_now(guards: RequestGuards, headers: Mapping[str, str], role: str, what: str) -> Admitted:
+    """``admit`` for guards that never wait (``guards.wait`` false: no rate limit, no
+    failed-authentication limit), without a coroutine: the deadline header, then credentials
+    and role (the client's address plays no part then). Raises as ``admit`` does."""
+    deadline = guards.deadlines.from_header(headers.get(TIMEOUT_HEADER))
+    if role == "public":
+        return Admitted(deadline, None, None)
+    try:
+        principal = guards.auth.authenticate(headers)
+    except AuthenticationError as exc:
+        guards.failed_authentication(exc.reason)
+        raise
+    _authorize(guards, principal, role, what)
+    return Admitted(deadline, principal, None)
+
+
+def _authorize(guards: RequestGuards, principal: Principal, role: str, what: str) -> None:
+    try:
+        guards.auth.authorize(principal, role, what)
+    except Exception:
+        guards.rejections["unauthorized"] += 1
+        raise
 
 
 def guard_route(spec: RouteSpec, guards: RequestGuards) -> Endpoint:
