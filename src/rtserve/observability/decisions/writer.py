@@ -274,7 +274,8 @@ class WriterProcess:
                 raise DecisionStoreError(
                     f"the decision-log writer process died ({exc}); "
                     f"{sum(len(events) for _, events in groups)} events were not written, and a "
-                    "new writer starts with the next batch",
+                    "new writer starts with the next batch (its error is in the server's log; "
+                    "where no child process can run, set RTSERVE_DECISION_LOG__WRITER=thread)",
                     field="decision_log",
                 ) from exc
         if not reply.ok:
