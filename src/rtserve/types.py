@@ -11,6 +11,20 @@ import numpy.typing as npt
 
 #: Validated input: one numpy array per schema field, all of the same length.
 Columns = dict[str, npt.NDArray[Any]]
+
+
+class MatrixColumns(dict[str, npt.NDArray[Any]]):
+    """Columns that are the columns of one C-contiguous ``[rows, fields]`` float64 matrix, in
+    the dict's order: a runtime that wants a matrix takes ``matrix`` as it is (or converted in
+    one call) instead of stacking the columns again (``runtimes.frame.to_matrix``)."""
+
+    __slots__ = ("matrix",)
+
+    def __init__(self, names: Sequence[str], matrix: npt.NDArray[np.float64]) -> None:
+        super().__init__(zip(names, matrix.T, strict=True))
+        self.matrix = matrix
+
+
 #: One input row as a client sends it.
 Record = Mapping[str, Any]
 Records = Sequence[Record]

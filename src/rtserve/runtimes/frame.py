@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from rtserve.bundle.manifest import InputFrame
-from rtserve.types import AnyArray, Columns
+from rtserve.types import AnyArray, Columns, MatrixColumns
 
 
 def describe_frame(sample: pd.DataFrame, kind: str) -> InputFrame:
@@ -68,7 +68,10 @@ def _extension_array(values: AnyArray, dtype: str) -> Any:
 
 
 def to_matrix(columns: Columns, names: list[str], dtype: Any = np.float64) -> AnyArray:
-    """Stack numeric columns into a C-contiguous [rows, features] array."""
+    """Stack numeric columns into a C-contiguous [rows, features] array (one conversion of
+    the validator's matrix when the columns are its, in this order)."""
+    if type(columns) is MatrixColumns and list(columns) == names:
+        return columns.matrix.astype(dtype, copy=False)
     first = columns[names[0]]
     out = np.empty((first.shape[0], len(names)), dtype=dtype)
     for j, name in enumerate(names):

@@ -16,7 +16,8 @@ from rtserve.bundle.schema import OutputSpec
 from rtserve.bundle.schema_inference import infer_fields
 from rtserve.bundle.validator import MAX_VIOLATIONS, Validator
 from rtserve.errors import MalformedRequestError, ValidationError
-from rtserve.types import Task
+from rtserve.runtimes.frame import to_matrix
+from rtserve.types import MatrixColumns, Task
 
 GOOD = {
     "amount": 12.5,
@@ -451,3 +452,91 @@ def test_short_requests_validate_exactly_like_long_ones(
         }
 
     assert outcome(short, n) == outcome(padded, n)
+
+
+# --- all-float schemas: rows checked as one matrix --------------------------------------------
+
+FLOATS = Schema(
+    inputs=[
+        FieldSpec(name="a", type=FieldType.FLOAT),
+        FieldSpec(name="b", type=FieldType.FLOAT, minimum=0.0, maximum=10.0),
+        FieldSpec.model_validate({"name": "c", "type": "float", "missing": "pass"}),
+    ],
+    outputs=OutputSpec(task=Task.REGRESSION),
+)
+_FLOAT_VALUES = st.one_of(
+    st.integers(-20, 20),
+    st.floats(-20, 20),
+    st.sampled_from([0.0, 10.0, -0.0, 10.000001, 2**53 + 1, 2**70, 10**400, float("nan")]),
+    st.sampled_from([float("inf"), None, True, "1.5", [1.0]]),
+)
+
+
+def _outcome(run: Any) -> Any:
+    """Columns as lists with dtypes (NaN as None), or the violations raised."""
+    try:
+        columns = run()
+    except ValidationError as exc:
+        return _violations(exc)
+    return {
+        k: (str(v.dtype), [None if x != x else x for x in v.tolist()]) for k, v in columns.items()
+    }
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.fixed_dictionaries(dict.fromkeys("abc", _FLOAT_VALUES)), min_size=1, max_size=8))
+def test_all_float_rows_validate_as_each_fields_own_check_would(rows: list[dict[str, Any]]) -> None:
+    """Rows of an all-float schema go through one matrix when they are plain numbers; the
+    columns, or the violations, are exactly what each field's own check gives (the columns
+    route never takes the matrix)."""
+    validator = Validator(FLOATS)
+    by_field = {n: [row[n] for row in rows] for n in "abc"}
+    assert _outcome(lambda: validator.records(rows)) == _outcome(
+        lambda: validator.columns(by_field)
+    )
+
+
+def test_plain_float_rows_become_the_columns_of_one_matrix() -> None:
+    """Ints and floats within bounds: one [rows, fields] float64 matrix in field order, whose
+    columns are the result's."""
+    columns = Validator(FLOATS).records([{"a": 1, "b": 2.5, "c": -3.0}, {"a": 4.0, "b": 0, "c": 6}])
+    assert isinstance(columns, MatrixColumns)
+    assert columns.matrix.flags.c_contiguous
+    assert columns.matrix.tolist() == [[1.0, 2.5, -3.0], [4.0, 0.0, 6.0]]
+    assert {k: v.tolist() for k, v in columns.items()} == {
+        "a": [1.0, 4.0],
+        "b": [2.5, 0.0],
+        "c": [-3.0, 6.0],
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "violation"),
+    [
+        ({"a": 1.0, "b": 11.0, "c": 0.0}, ("b", "maximum", 1)),
+        ({"a": "1.0", "b": 1.0, "c": 0.0}, ("a", "type", 1)),
+        ({"a": True, "b": 1.0, "c": 0.0}, ("a", "type", 1)),
+        ({"b": 1.0, "c": 0.0}, ("a", "required", 1)),
+        ({"a": 1.0, "b": 1.0, "c": 0.0, "d": 2.0}, ("d", "unknown_field", 1)),
+    ],
+    ids=["out of bounds", "string", "bool", "missing field", "unknown field"],
+)
+def test_a_row_the_matrix_cannot_take_is_reported_by_its_fields_check(
+    row: dict[str, Any], violation: tuple[str, str, int]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Validator(FLOATS).records([{"a": 1.0, "b": 1.0, "c": 0.0}, row])
+    assert _violations(caught.value) == [violation]
+
+
+def test_a_runtime_takes_the_validators_matrix_instead_of_stacking_columns() -> None:
+    """``to_matrix`` returns the matrix itself for float64, converts it in one call for
+    float32, and stacks the columns when asked for another order."""
+    columns = Validator(FLOATS).records([{"a": 1, "b": 2.5, "c": -3.0}, {"a": 4.0, "b": 0, "c": 6}])
+    assert isinstance(columns, MatrixColumns)
+    assert to_matrix(columns, ["a", "b", "c"]) is columns.matrix
+    single = to_matrix(columns, ["a", "b", "c"], np.float32)
+    assert single.dtype == np.float32
+    assert single.flags.c_contiguous
+    assert single.tolist() == [[1.0, 2.5, -3.0], [4.0, 0.0, 6.0]]
+    assert to_matrix(columns, ["c", "a", "b"]).tolist() == [[-3.0, 1.0, 2.5], [6.0, 4.0, 0.0]]

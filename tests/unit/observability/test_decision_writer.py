@@ -20,6 +20,7 @@ from rtserve.observability.metrics import Metrics
 from rtserve.observability.redaction import Redactor
 from rtserve.runtimes.base import ModelOutput
 from rtserve.settings import Settings
+from rtserve.types import MatrixColumns
 
 T0 = 1_714_564_800.0
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -73,6 +74,17 @@ def float_event() -> PredictionEvent:
     )  # fmt: skip
 
 
+def matrix_event() -> PredictionEvent:
+    """A dense model's event as the validator makes it: the columns of one float matrix."""
+    rng = np.random.default_rng(2)
+    columns = MatrixColumns([f"x{i}" for i in range(6)], rng.normal(size=(3, 6)))
+    output = ModelOutput(label=np.array([1, 0, 1]), probabilities=rng.random(size=(3, 2)))
+    return PredictionEvent(
+        "req-m", T0, "dense", "9", "sha256:" + "c" * 64, "records", columns, output, 3, 0.001,
+        BatchInfo(0.0, 0.001, 3, 1),
+    )  # fmt: skip
+
+
 def written(directory: Path) -> list[dict]:
     return [
         json.loads(line)
@@ -97,7 +109,7 @@ def observer_for(directory: Path, predictor, *, process: bool, include_inputs: b
 def test_the_writer_process_writes_the_records_the_thread_would(
     predictor, training, tmp_path, include_inputs
 ):
-    events = [*fraud_events(predictor, training), dense_event(), float_event()]
+    events = [*fraud_events(predictor, training), dense_event(), float_event(), matrix_event()]
     lines = {}
     for process in (False, True):
         directory = tmp_path / f"process-{process}"
@@ -109,7 +121,7 @@ def test_the_writer_process_writes_the_records_the_thread_would(
             observer.observe(event)
         observer.close()
         lines[process] = written(directory)
-    assert len(lines[True]) == 3 + 3 + 4 + 5
+    assert len(lines[True]) == 3 + 3 + 4 + 5 + 3
     for line in lines[False] + lines[True]:
         line.pop("server_id")  # each process makes its own (a random prefix per process)
     assert lines[True] == lines[False]

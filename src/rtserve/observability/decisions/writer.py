@@ -43,6 +43,7 @@ from rtserve.observability.decisions.sql import DecisionStoreError, SqlSink
 from rtserve.observability.redaction import Redactor
 from rtserve.observability.threads import name_os_thread
 from rtserve.runtimes.base import ModelOutput
+from rtserve.types import MatrixColumns
 
 logger = logging.getLogger("rtserve.observability")
 #: The child's name to the OS (``top``, ``ps``, the benchmark's per-thread CPU).
@@ -158,6 +159,8 @@ def _array(wire: _Array | None) -> Any:
 
 
 def _wire_columns(columns: dict[str, Any], rows: int) -> _Block | dict[str, _Array]:
+    if type(columns) is MatrixColumns:  # the validator's matrix: its columns one after another
+        return _Block(list(columns), columns.matrix.dtype.str, columns.matrix.T.tobytes())
     arrays = list(columns.values())
     dtype = arrays[0].dtype if arrays else None
     if dtype is not None and dtype.kind in _RAW_KINDS:
