@@ -71,12 +71,23 @@ class Validator:
         #: A row's values in field order, as a tuple (two fields or more: itemgetter's tuple).
         self._row_of = operator.itemgetter(*self._names) if len(self._names) > 1 else None
         #: Every field a float (two or more): rows of plain numbers are checked as one matrix
-        #: (``_matrix``), with these bounds per field.
+        #: (``_matrix``), within these bounds per field (finite: NaN and infinities fail them).
         self._matrix_bounds: tuple[AnyArray, AnyArray] | None = None
         if self._row_of is not None and all(s.type is FieldType.FLOAT for s in schema.inputs):
+            largest = np.finfo(np.float64).max
             self._matrix_bounds = (
-                np.array([-np.inf if s.minimum is None else s.minimum for s in schema.inputs]),
-                np.array([np.inf if s.maximum is None else s.maximum for s in schema.inputs]),
+                np.array(
+                    [
+                        max(-largest, -np.inf if s.minimum is None else s.minimum)
+                        for s in schema.inputs
+                    ]
+                ),
+                np.array(
+                    [
+                        min(largest, np.inf if s.maximum is None else s.maximum)
+                        for s in schema.inputs
+                    ]
+                ),
             )
 
     def records(self, records: Sequence[Any]) -> Columns:
@@ -125,7 +136,7 @@ class Validator:
         except OverflowError:
             return None
         low, high = self._matrix_bounds  # type: ignore[misc]
-        if not (np.isfinite(matrix).all() and (low <= matrix).all() and (matrix <= high).all()):
+        if not np.logical_and(low <= matrix, matrix <= high).all():
             return None
         return MatrixColumns(self._names, matrix)
 

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import itertools
 import os
+import weakref
 
 
 class UniqueIds:
     """A callable that returns a fresh id per call (thread-safe: ``next`` on a counter holds the
-    GIL); the random prefix is redrawn in a forked child so workers never share ids."""
+    GIL); the random prefix is redrawn in a forked child (``os.register_at_fork``, not a
+    ``getpid`` system call per id) so workers never share ids."""
 
     def __init__(self) -> None:
-        self._pid = -1
         self._prefix = ""
+        self._counter = itertools.count()
+        self._redraw()
+        _ALL.add(self)
+
+    def _redraw(self) -> None:
+        self._prefix = os.urandom(8).hex()
         self._counter = itertools.count()
 
     def __call__(self) -> str:
         """The next id."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._prefix = os.urandom(8).hex()
-            self._counter = itertools.count()
         return f"{self._prefix}{next(self._counter):016x}"
 
     def take(self, count: int) -> list[str]:
@@ -32,7 +35,18 @@ class UniqueIds:
         (the decision log takes one per event of a batch)."""
         if count <= 0:
             return []
-        first = self()  # redraws the prefix in a forked child
+        first = self()
         prefix = self._prefix
         rest = itertools.islice(self._counter, count - 1)
         return [first, *(f"{prefix}{n:016x}" for n in rest)]
+
+
+_ALL: weakref.WeakSet[UniqueIds] = weakref.WeakSet()
+
+
+def _redraw_all() -> None:
+    for ids in list(_ALL):
+        ids._redraw()
+
+
+os.register_at_fork(after_in_child=_redraw_all)

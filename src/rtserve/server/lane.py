@@ -89,6 +89,10 @@ logger = logging.getLogger("rtserve.server")
 _RECORDS_PATH = re.compile(
     rb"/v1/models/([A-Za-z0-9._\-]+)(?:/versions/([A-Za-z0-9._\-]+))?:predict"
 )
+#: A records predict URL's route, model name, version (None: the default) and path.
+_Target = tuple[InferenceRoute, str, str | None, str]
+#: URLs whose ``_Target`` the lane remembers (distinct model names and versions, not requests).
+_MAX_TARGETS = 256
 #: Request headers that need the ASGI route's handling (streaming, decompression, upgrades).
 _NOT_LANE_HEADERS = ("transfer-encoding", "content-encoding", "expect", "upgrade")
 _JSON_TYPES = ACCEPTED_TYPES["records"]
@@ -202,6 +206,8 @@ class RecordsLane:
         self.max_body = min(guards.limits.max_body_bytes, OFFLOAD_BYTES)
         self._pending: list[LaneRequest] = []
         self._flush_scheduled = False
+        #: ``_target`` of the URLs seen: the pattern and decoding run once per URL.
+        self._targets: dict[bytes, _Target] = {}
         #: Requests answered, not yet recorded (``_record_finished``, at the end of each group).
         self._finished: list[tuple[RequestTrace, Finished]] = []
         #: uvicorn's default response headers, and the same as bytes of an answer's head.
@@ -215,8 +221,8 @@ class RecordsLane:
         parser = protocol.parser
         if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
             return None
-        found = _RECORDS_PATH.fullmatch(protocol.url)
-        if found is None:
+        target = self._targets.get(protocol.url) or self._target(protocol.url)
+        if target is None:
             return None
         # header names are lower-case (uvicorn's on_header); the first of repeated ones wins
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(protocol.headers)}
@@ -226,17 +232,34 @@ class RecordsLane:
         for name in _NOT_LANE_HEADERS:
             if name in headers:
                 return None
-        name, version = found.group(1).decode("ascii"), found.group(2)
+        route, name, version, path = target
         return LaneRequest(
             protocol,
-            self._unversioned if version is None else self._versioned,
+            route,
             name,
-            None if version is None else version.decode("ascii"),
-            protocol.url.decode("ascii"),
+            version,
+            path,
             protocol.headers,
             headers,
             parser.should_keep_alive(),
         )
+
+    def _target(self, url: bytes) -> _Target | None:
+        """The route, model name, version and path of a records predict URL (None for any
+        other), remembered for the next request to it while fewer than ``_MAX_TARGETS`` are."""
+        found = _RECORDS_PATH.fullmatch(url)
+        if found is None:
+            return None
+        name, version = found.group(1).decode("ascii"), found.group(2)
+        target = (
+            self._unversioned if version is None else self._versioned,
+            name,
+            None if version is None else version.decode("ascii"),
+            url.decode("ascii"),
+        )
+        if len(self._targets) < _MAX_TARGETS:
+            self._targets[url] = target
+        return target
 
     def arrived(self, request: LaneRequest) -> None:
         """The request's body is complete: serve it with the others of this loop turn."""
