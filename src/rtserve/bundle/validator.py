@@ -74,20 +74,12 @@ class Validator:
         #: (``_matrix``), within these bounds per field (finite: NaN and infinities fail them).
         self._matrix_bounds: tuple[AnyArray, AnyArray] | None = None
         if self._row_of is not None and all(s.type is FieldType.FLOAT for s in schema.inputs):
+            low = [-np.inf if s.minimum is None else s.minimum for s in schema.inputs]
+            high = [np.inf if s.maximum is None else s.maximum for s in schema.inputs]
             largest = np.finfo(np.float64).max
             self._matrix_bounds = (
-                np.array(
-                    [
-                        max(-largest, -np.inf if s.minimum is None else s.minimum)
-                        for s in schema.inputs
-                    ]
-                ),
-                np.array(
-                    [
-                        min(largest, np.inf if s.maximum is None else s.maximum)
-                        for s in schema.inputs
-                    ]
-                ),
+                np.clip(low, -largest, largest),
+                np.clip(high, -largest, largest),
             )
 
     def records(self, records: Sequence[Any]) -> Columns:

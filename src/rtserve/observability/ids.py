@@ -17,13 +17,11 @@ class UniqueIds:
     ``getpid`` system call per id) so workers never share ids."""
 
     def __init__(self) -> None:
-        self._prefix = ""
-        self._counter = itertools.count()
         self._redraw()
         _ALL.add(self)
 
     def _redraw(self) -> None:
-        self._prefix = os.urandom(8).hex()
+        self._prefix: str = os.urandom(8).hex()
         self._counter = itertools.count()
 
     def __call__(self) -> str:
