@@ -68,10 +68,11 @@ def _extension_array(values: AnyArray, dtype: str) -> Any:
 
 
 def to_matrix(columns: Columns, names: list[str], dtype: Any = np.float64) -> AnyArray:
-    """Stack numeric columns into a C-contiguous [rows, features] array (one conversion of
-    the validator's matrix when the columns are its, in this order)."""
+    """Stack numeric columns into a C-contiguous [rows, features] array: a copy of the
+    validator's matrix when the columns are its, in this order (a copy, because a runtime may
+    transform its input in place and the observers still read the columns)."""
     if type(columns) is MatrixColumns and list(columns) == names:
-        return columns.matrix.astype(dtype, copy=False)
+        return columns.matrix.astype(dtype)
     first = columns[names[0]]
     out = np.empty((first.shape[0], len(names)), dtype=dtype)
     for j, name in enumerate(names):

@@ -529,12 +529,17 @@ def test_a_row_the_matrix_cannot_take_is_reported_by_its_fields_check(
     assert _violations(caught.value) == [violation]
 
 
-def test_a_runtime_takes_the_validators_matrix_instead_of_stacking_columns() -> None:
-    """``to_matrix`` returns the matrix itself for float64, converts it in one call for
-    float32, and stacks the columns when asked for another order."""
+def test_a_runtime_gets_a_copy_of_the_validators_matrix_instead_of_stacked_columns() -> None:
+    """``to_matrix`` copies the matrix in one call (converted for float32): a runtime that
+    scales its input in place must not change the columns the observers read; another order
+    stacks the columns."""
     columns = Validator(FLOATS).records([{"a": 1, "b": 2.5, "c": -3.0}, {"a": 4.0, "b": 0, "c": 6}])
     assert isinstance(columns, MatrixColumns)
-    assert to_matrix(columns, ["a", "b", "c"]) is columns.matrix
+    same = to_matrix(columns, ["a", "b", "c"])
+    assert same is not columns.matrix
+    assert same.tolist() == columns.matrix.tolist()
+    same *= 0  # as StandardScaler(copy=False) would
+    assert columns["a"].tolist() == [1.0, 4.0]
     single = to_matrix(columns, ["a", "b", "c"], np.float32)
     assert single.dtype == np.float32
     assert single.flags.c_contiguous
