@@ -320,7 +320,7 @@ def test_every_message_comes_out_once_or_more_when_a_consumer_is_killed_halfway(
             seen = _ids(await broker.read(broker.out)) | _ids(await broker.read(broker.dead))
             return len(seen) >= N_MESSAGES
 
-        _wait_for(all_out, second, log, timeout=45)
+        _wait_for(all_out, second, log, timeout=90)
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=20) == 0, log.read_text()
 
