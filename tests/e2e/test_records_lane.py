@@ -1169,3 +1169,143 @@ def test_behind_a_trusted_proxy_the_lane_limits_the_forwarded_client(proxied_pai
     assert answers[0] == answers[1]
     assert any("forwarded" in group for group in lane_groups(proxied_pair.lane))
     assert lane_groups(proxied_pair.asgi) == []
+
+
+# --- 7. a model whose every input is a float ----------------------------------------------------
+
+DENSE_PREDICT = "/v1/models/dense:predict"
+DENSE_ROW = {"a": 0.25, "b": -1.5, "c": 2.0}
+
+
+@pytest.fixture(scope="module")
+def dense_pair(
+    e2e_bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pair]:
+    """The all-float bundle (fields a, b, c) with and without the lane: the lane reads its rows
+    straight into floats (``FloatRowsDecoder``) and checks them as one matrix."""
+    yield from running_pair(e2e_bundles[1], tmp_path_factory.mktemp("lane-dense"), {})
+
+
+def dense_bytes(body: Any, request_id: str) -> bytes:
+    return predict_bytes(body, path=DENSE_PREDICT, request_id=request_id)
+
+
+def dense_raw(text: str, request_id: str) -> bytes:
+    """A dense predict request whose JSON is written by hand (what ``json.dumps`` cannot say)."""
+    return dense_bytes(text.encode(), request_id)
+
+
+#: What sets float rows apart: ints, -0, integers past 2^53 and 2^64, the largest float, a
+#: number beyond float range, NaN, null, bools, strings, missing, unknown and repeated keys,
+#: parameters, several rows with one bad.
+DENSE_CASES: dict[str, bytes] = {
+    "floats": dense_bytes({"instances": [DENSE_ROW]}, "dense-floats"),
+    "ints": dense_bytes({"instances": [{"a": 1, "b": -2, "c": 0}]}, "dense-ints"),
+    "minus zero": dense_raw('{"instances": [{"a": -0, "b": -0.0, "c": 0e0}]}', "dense-zero"),
+    "2^53 + 1": dense_bytes({"instances": [{**DENSE_ROW, "a": 2**53 + 1}]}, "dense-2-53"),
+    "2^64 + 1": dense_bytes({"instances": [{**DENSE_ROW, "b": -(2**64) - 1}]}, "dense-2-64"),
+    "largest float": dense_bytes(
+        {"instances": [{**DENSE_ROW, "c": 1.7976931348623157e308}]}, "dense-largest"
+    ),
+    "beyond float range": dense_raw(
+        '{"instances": [{"a": 1e400, "b": 0, "c": 0}]}', "dense-beyond"
+    ),
+    "huge integer": dense_bytes({"instances": [{**DENSE_ROW, "a": 10**400}]}, "dense-huge-int"),
+    "NaN": dense_raw('{"instances": [{"a": NaN, "b": 0, "c": 0}]}', "dense-nan"),
+    "null": dense_bytes({"instances": [{**DENSE_ROW, "b": None}]}, "dense-null"),
+    "bool": dense_bytes({"instances": [{**DENSE_ROW, "c": True}]}, "dense-bool"),
+    "numeric string": dense_bytes({"instances": [{**DENSE_ROW, "a": "1.5"}]}, "dense-string"),
+    "missing field": dense_bytes({"instances": [{"a": 1.0, "b": 2.0}]}, "dense-missing"),
+    "unknown field": dense_bytes({"instances": [{**DENSE_ROW, "d": 1.0}]}, "dense-unknown"),
+    "repeated key, good last": dense_raw(
+        '{"instances": [{"a": "x", "a": 3.5, "b": 0, "c": 0}]}', "dense-repeat-good"
+    ),
+    "repeated key, bad last": dense_raw(
+        '{"instances": [{"a": 3.5, "a": "x", "b": 0, "c": 0}]}', "dense-repeat-bad"
+    ),
+    "repeated instances": dense_raw(
+        '{"instances": [{"a": "x"}], "instances": [{"a": 1, "b": 2, "c": 3}]}', "dense-repeat-rows"
+    ),
+    "parameters": dense_bytes(
+        {"instances": [DENSE_ROW], "parameters": {"explain": False}}, "dense-parameters"
+    ),
+    "empty parameters": dense_bytes(
+        {"instances": [DENSE_ROW], "parameters": {}}, "dense-no-params"
+    ),
+    "null parameters": dense_bytes({"instances": [DENSE_ROW], "parameters": None}, "dense-null-p"),
+    "parameters not an object": dense_bytes(
+        {"instances": [DENSE_ROW], "parameters": [1]}, "dense-params-list"
+    ),
+    "empty instances": dense_bytes({"instances": []}, "dense-empty"),
+    "rows not objects": dense_bytes({"instances": [[1.0, 2.0, 3.0]]}, "dense-row-list"),
+    "several rows, third bad": dense_bytes(
+        {"instances": [DENSE_ROW, DENSE_ROW, {**DENSE_ROW, "b": "many"}]}, "dense-third-bad"
+    ),
+    "several rows": dense_bytes(
+        {"instances": [{"a": i / 7, "b": -i, "c": i * 1e-3} for i in range(50)]}, "dense-rows"
+    ),
+    "invalid JSON": dense_raw('{"instances": [{"a": 1.0,', "dense-invalid"),
+}
+
+
+@pytest.mark.parametrize("raw", list(DENSE_CASES.values()), ids=list(DENSE_CASES))
+def test_float_rows_get_byte_for_byte_the_answer_the_asgi_route_gives(
+    dense_pair: Pair, raw: bytes
+) -> None:
+    """The lane reads an all-float model's rows straight into floats; every answer (200, 400,
+    422) is still the ASGI route's, byte for byte, and the lane served the request."""
+    before = len(lane_groups(dense_pair.lane))
+    lane, asgi = exchange_one(dense_pair.lane, raw), exchange_one(dense_pair.asgi, raw)
+    assert lane == asgi
+    assert len(lane_groups(dense_pair.lane)) == before + 1
+
+
+def test_the_float_cases_hold_successes_and_refusals(dense_pair: Pair) -> None:
+    """Not vacuous: the cases above hold 200s, 400s and 422s."""
+    statuses = {
+        name: exchange_one(dense_pair.lane, raw).status for name, raw in DENSE_CASES.items()
+    }
+    assert {statuses[n] for n in ("floats", "ints", "minus zero", "2^64 + 1", "several rows")} == {
+        200
+    }
+    assert statuses["null"] == statuses["bool"] == statuses["several rows, third bad"] == 422
+    assert statuses["invalid JSON"] == statuses["empty instances"] == 400
+
+
+def test_concurrent_float_requests_with_bad_ones_among_them_each_get_their_own_answer(
+    dense_pair: Pair,
+) -> None:
+    """All 64 clients send at once, a few of them a bad row (null, out of float range, a
+    string): groups that mix good float rows with bad ones answer each request as the ASGI
+    route answers it alone."""
+    bodies = {
+        client: (
+            {"instances": [{"a": client / 3, "b": -client, "c": 1.0 + client}] * (1 + client % 3)}
+            if client % 11
+            else {"instances": [{**DENSE_ROW, "b": [None, "x", 10**400][client % 3]}]}
+        )
+        for client in range(CLIENTS)
+    }
+    alone = {
+        client: exchange_one(dense_pair.asgi, dense_bytes(body, f"dense-alone-{client}"))
+        for client, body in bodies.items()
+    }
+    assert {a.status for c, a in alone.items() if c % 11} == {200}
+    assert {a.status for c, a in alone.items() if not c % 11} == {422}
+
+    def work(
+        client: int, sock: socket.socket, reader: AnswerReader, together: Callable[[], object]
+    ) -> None:
+        for _ in range(4):
+            together()
+            sock.sendall(dense_bytes(bodies[client], f"dense-alone-{client}"))
+            assert reader.answer() == alone[client], client
+
+    run_clients(dense_pair.lane, work)
+    mixed = [
+        ids
+        for ids in lane_groups(dense_pair.lane)
+        if {int(i.rsplit("-", 1)[1]) % 11 == 0 for i in ids if i.startswith("dense-alone-")}
+        == {True, False}
+    ]
+    assert mixed, "no bad float request was ever served in one group with good ones"

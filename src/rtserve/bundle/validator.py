@@ -127,6 +127,26 @@ class Validator:
             matrix = np.array(rows, dtype=np.float64)
         except OverflowError:
             return None
+        return self._bounded(matrix)
+
+    @property
+    def all_floats(self) -> bool:
+        """Every field (two or more) is a float: rows can be checked as one matrix
+        (``float_rows``, and ``records`` on its own)."""
+        return self._matrix_bounds is not None
+
+    def float_rows(self, rows: Sequence[tuple[float, ...]]) -> MatrixColumns | None:
+        """Validate rows of floats in field order (``protocol.records.FloatRowsDecoder``) of an
+        ``all_floats`` schema; None when a value is out of its field's bounds or not finite
+        (``records`` of the same rows then says which)."""
+        if self._matrix_bounds is None:
+            raise TypeError("float_rows needs a schema whose every field is a float")
+        width = len(self._names)
+        flat = np.fromiter(chain.from_iterable(rows), np.float64, count=len(rows) * width)
+        return self._bounded(flat.reshape(len(rows), width))
+
+    def _bounded(self, matrix: AnyArray) -> MatrixColumns | None:
+        """The matrix's columns if every value is within its field's (finite) bounds."""
         low, high = self._matrix_bounds  # type: ignore[misc]
         if not np.logical_and(low <= matrix, matrix <= high).all():
             return None

@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -181,7 +181,21 @@ class _Member:
     deadline: Deadline
     served: ServedModel  # the model version that answers it (``DataPlane.route``)
     instances: list[dict[str, Any]] = field(default_factory=list)
+    #: Its rows as floats, when the model takes only floats and they are (``FloatRowsDecoder``);
+    #: ``instances`` is then empty.
+    floats: list[tuple[float, ...]] | None = None
     decoded: float = 0.0  # perf_counter when its decoding began
+
+    @property
+    def rows(self) -> int:
+        """How many rows it sent."""
+        return len(self.instances) if self.floats is None else len(self.floats)
+
+    def as_records(self) -> None:
+        """Read its rows as records instead of floats (for the validator to report on)."""
+        if self.floats is not None:
+            self.instances = records.decode_predict_request(self.request.body)[0]
+            self.floats = None
 
 
 class RecordsLane:
@@ -352,14 +366,22 @@ class RecordsLane:
         )
         limits, body = plane.limits, request.body
         member.decoded = time.perf_counter()
+        floats = _float_rows_decoder(predictor.validator)
+        if limits.max_json_depth < records.FLOAT_ROWS_DEPTH:
+            floats = None  # such a limit refuses even float rows: the general path says so
 
-        def decode() -> list[dict[str, Any]]:
+        def decode() -> None:
+            rows = floats.decode(body) if floats is not None else None
+            if rows is not None:
+                check_rows(len(rows), limits.max_instances, "instances")
+                member.floats = rows
+                return
             instances, _parameters = records.decode_predict_request(body)
             check_json_depth(body, limits.max_json_depth)
             check_rows(len(instances), limits.max_instances, "instances")
-            return instances
+            member.instances = instances
 
-        member.instances = observed_decode(decode, predictor.schema, trace)
+        observed_decode(decode, predictor.schema, trace)
         served.inflight += 1  # the version drains (a hot swap waits) until this one is answered
         return member
 
@@ -370,7 +392,7 @@ class RecordsLane:
         members, columns = await self._validate(members, predictor.validator, predictor.schema)
         if not members:
             return
-        spans = row_spans([len(member.instances) for member in members])
+        spans = row_spans([member.rows for member in members])
         if served.cache is not None:  # cached answers are per request: each asks on its own
             await asyncio.gather(
                 *(
@@ -420,8 +442,24 @@ class RecordsLane:
         """The members whose rows are valid, and their columns (every row, in member order).
 
         All rows are validated at once; if any fails, each member is validated on its own so
-        that its answer names its own rows, and the valid ones go on together.
+        that its answer names its own rows, and the valid ones go on together. Rows read as
+        floats (all of them: ``_Member.floats``) are checked as one matrix; when that fails, or
+        only some are floats, they are read as records and checked the usual way.
         """
+        if all(member.floats is not None for member in members):
+            started = time.perf_counter()
+            if len(members) == 1:
+                floats = members[0].floats
+            else:
+                floats = [row for m in members for row in m.floats]  # type: ignore[union-attr]
+            matrix = validator.float_rows(floats)  # type: ignore[arg-type]
+            if matrix is not None:
+                done = time.perf_counter()
+                for member in members:
+                    member.trace.validate_started, member.trace.validated = started, done
+                return members, matrix
+        for member in members:
+            member.as_records()
         limits = self.plane.limits
         long_strings = any(len(m.request.body) > limits.max_string_length for m in members)
 
@@ -549,6 +587,18 @@ class RecordsLane:
                 Finished("POST", request.path, "records", "predict", status, time.perf_counter()),
             )
         )
+
+
+@lru_cache(maxsize=64)
+def _float_rows_decoder(validator: Validator) -> records.FloatRowsDecoder | None:
+    """The decoder of float rows for the validator's schema, when every field is a float (one per
+    validator: per model version served)."""
+    if not validator.all_floats:
+        return None
+    schema = validator.schema
+    return records.FloatRowsDecoder(
+        schema.field_names, reject_extra=schema.extra_fields == "reject"
+    )
 
 
 def _head_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
