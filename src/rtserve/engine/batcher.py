@@ -206,21 +206,30 @@ class AdaptiveBatcher:
 
     def _predict_inline(self, columns: Columns, rows: int) -> tuple[ModelOutput, BatchInfo]:
         """Predict on the event loop, in the runtime slot the caller holds (and releases)."""
-        started, cpu_started = time.perf_counter(), time.thread_time()
+        started = time.perf_counter()
         try:
             output = self._predict(columns)
         finally:
             self._running -= 1
         elapsed = time.perf_counter() - started
-        self.cost.learn(prediction_cost(elapsed, time.thread_time() - cpu_started), rows)
+        self.cost.learn(elapsed, rows)  # what it held the event loop for (_inline_predict)
         self.stats.batches += 1
         self.stats.requests += 1
         self.stats.rows += rows
         return output, BatchInfo(0.0, elapsed, rows, 1)
 
+    def _inline_predict(self, columns: Columns) -> tuple[ModelOutput, float]:
+        """Predict on the event loop; also return its wall time: what inlining costs the other
+        requests, which wait for the loop meanwhile (``prediction_cost``'s CPU time is for a
+        worker thread, whose wall time includes waits for the GIL; and ``thread_time`` is a
+        system call)."""
+        started = time.perf_counter()
+        output = self._predict(columns)
+        return output, time.perf_counter() - started
+
     def _timed_predict(self, columns: Columns) -> tuple[ModelOutput, float]:
-        """Predict (in a worker thread, or inline for a cheap batch); also return what the
-        prediction cost (``prediction_cost``)."""
+        """Predict in a worker thread; also return what the prediction cost
+        (``prediction_cost``)."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         output = self._predict(columns)
         return output, prediction_cost(
@@ -245,7 +254,7 @@ class AdaptiveBatcher:
                 self._started[token] = started
                 try:
                     if inline:
-                        output, own_seconds = self._timed_predict(merged)
+                        output, own_seconds = self._inline_predict(merged)
                     else:
                         output, own_seconds = await loop.run_in_executor(
                             self._pool, self._timed_predict, merged
