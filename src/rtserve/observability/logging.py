@@ -144,7 +144,7 @@ class _JsonFormatter(structlog.stdlib.ProcessorFormatter):
             entry["stack"] = record.stack_info
         fields = _fields(
             entry, self.redact, record.getMessage(), record.levelname.lower(), record.name,
-            record.created, record.process,
+            _utc_iso(record.created), record.process,
         )  # fmt: skip
         return _dumps(fields)
 
@@ -172,9 +172,9 @@ class JsonLineWriter:
         self, logger: str, level: str, entries: Sequence[tuple[str, dict[str, Any]]]
     ) -> None:
         """Write one line per ``(message, fields)``, stamped with one time, encoded in one call."""
-        created, pid, redact = time.time(), os.getpid(), self._redact
+        stamp, pid, redact = _utc_iso(time.time()), os.getpid(), self._redact
         objects = [
-            _fields(fields, redact, message, level, logger, created, pid)
+            _fields(fields, redact, message, level, logger, stamp, pid)
             for message, fields in entries
         ]
         line = _line_encoder.encode_lines(objects).decode()
@@ -209,15 +209,15 @@ def _fields(
     message: str,
     level: str,
     logger: str,
-    created: float,
+    stamp: str,
     pid: int | None,
 ) -> dict[str, Any]:
     """``fields`` with the standard keys added, redacted (in place): the chain's output as a
-    dict."""
+    dict. ``stamp`` is the time (``_utc_iso``)."""
     fields["message"] = message
     fields["level"] = level
     fields["logger"] = logger
-    fields["time"] = _utc_iso(created)
+    fields["time"] = stamp
     fields["pid"] = pid
     redact(None, level, fields)
     return fields
