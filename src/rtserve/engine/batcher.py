@@ -212,20 +212,11 @@ class AdaptiveBatcher:
         finally:
             self._running -= 1
         elapsed = time.perf_counter() - started
-        self.cost.learn(elapsed, rows)  # what it held the event loop for (_inline_predict)
+        self.cost.learn(elapsed, rows)  # wall time: see _drain
         self.stats.batches += 1
         self.stats.requests += 1
         self.stats.rows += rows
         return output, BatchInfo(0.0, elapsed, rows, 1)
-
-    def _inline_predict(self, columns: Columns) -> tuple[ModelOutput, float]:
-        """Predict on the event loop; also return its wall time: what inlining costs the other
-        requests, which wait for the loop meanwhile (``prediction_cost``'s CPU time is for a
-        worker thread, whose wall time includes waits for the GIL; and ``thread_time`` is a
-        system call)."""
-        started = time.perf_counter()
-        output = self._predict(columns)
-        return output, time.perf_counter() - started
 
     def _timed_predict(self, columns: Columns) -> tuple[ModelOutput, float]:
         """Predict in a worker thread; also return what the prediction cost
@@ -253,8 +244,11 @@ class AdaptiveBatcher:
                 token = id(batch)
                 self._started[token] = started
                 try:
-                    if inline:
-                        output, own_seconds = self._inline_predict(merged)
+                    if inline:  # costs its wall time: the other requests wait that long
+                        # (prediction_cost's CPU time is for a worker thread, whose wall time
+                        # includes GIL waits; and thread_time is a system call)
+                        output = self._predict(merged)
+                        own_seconds = time.perf_counter() - started
                     else:
                         output, own_seconds = await loop.run_in_executor(
                             self._pool, self._timed_predict, merged
@@ -269,7 +263,7 @@ class AdaptiveBatcher:
                     del self._started[token]
                 predict_seconds = time.perf_counter() - started
                 self._record(batch)
-                self.cost.learn(own_seconds, batch_rows)  # the runtime's CPU time, not the hop
+                self.cost.learn(own_seconds, batch_rows)  # the prediction's own cost, not the hop
                 self._answer(batch, output, started, predict_seconds, batch_rows)
                 self._release()
                 if inline and self._taken < len(self._pending):

@@ -366,12 +366,12 @@ class RecordsLane:
         )
         limits, body = plane.limits, request.body
         member.decoded = time.perf_counter()
-        floats = _float_rows_decoder(predictor.validator)
+        float_decoder = _float_rows_decoder(predictor.validator)
         if limits.max_json_depth < records.FLOAT_ROWS_DEPTH:
-            floats = None  # such a limit refuses even float rows: the general path says so
+            float_decoder = None  # such a limit refuses even float rows: the general path says so
 
         def decode() -> None:
-            rows = floats.decode(body) if floats is not None else None
+            rows = float_decoder.decode(body) if float_decoder is not None else None
             if rows is not None:
                 check_rows(len(rows), limits.max_instances, "instances")
                 member.floats = rows
@@ -446,13 +446,10 @@ class RecordsLane:
         floats (all of them: ``_Member.floats``) are checked as one matrix; when that fails, or
         only some are floats, they are read as records and checked the usual way.
         """
-        if all(member.floats is not None for member in members):
+        floats = _float_rows_of(members)
+        if floats is not None:
             started = time.perf_counter()
-            if len(members) == 1:
-                floats = members[0].floats
-            else:
-                floats = [row for m in members for row in m.floats]  # type: ignore[union-attr]
-            matrix = validator.float_rows(floats)  # type: ignore[arg-type]
+            matrix = validator.float_rows(floats)
             if matrix is not None:
                 done = time.perf_counter()
                 for member in members:
@@ -587,6 +584,16 @@ class RecordsLane:
                 Finished("POST", request.path, "records", "predict", status, time.perf_counter()),
             )
         )
+
+
+def _float_rows_of(members: list[_Member]) -> list[tuple[float, ...]] | None:
+    """Every member's rows as floats, in member order; None unless each was read as floats."""
+    rows: list[tuple[float, ...]] = []
+    for member in members:
+        if member.floats is None:
+            return None
+        rows += member.floats
+    return rows
 
 
 @lru_cache(maxsize=64)
