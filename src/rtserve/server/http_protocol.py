@@ -32,6 +32,7 @@ from typing import Any, cast
 
 from uvicorn.config import Config
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
@@ -78,6 +79,7 @@ def http_protocol(limits: HeaderLimits) -> type[asyncio.Protocol]:
 _feed = HttpToolsProtocol.data_received
 _begin = HttpToolsProtocol.on_message_begin
 _headers_complete = HttpToolsProtocol.on_headers_complete
+_body = HttpToolsProtocol.on_body
 _message_complete = HttpToolsProtocol.on_message_complete
 
 
@@ -225,7 +227,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def _hand_to_asgi(self, request: LaneRequest) -> None:
         """A lane request whose body did not come with its head is served the ASGI way, as if
         the lane had never seen it: admission before the body, the body's read timeout."""
-        scope = self.scope  # uvicorn's, begun for this request (on_message_begin)
+        self._begin_scope()
+        scope = self.scope
         scope["method"] = "POST"
         scope["path"] = request.path
         scope["raw_path"] = request.path.encode("ascii")
@@ -282,7 +285,20 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         else:
             self._measure_at_end = True
             self._head_used = 1  # begun: its later reads are counted and its timer runs
+        if self._lane is None:
+            _begin(self)
+        else:  # the ASGI scope waits until uvicorn takes the request (most go to the lane)
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
+
+    def _begin_scope(self) -> None:
+        """uvicorn's scope of the request whose head was just parsed (``on_message_begin``'s,
+        with the URL and headers already read)."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
         _begin(self)
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
 
     def on_headers_complete(self) -> None:
         """The head is complete: stop counting and timing it, then uvicorn starts the request."""
@@ -301,7 +317,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             if request is not None:  # it stands in uvicorn's cycle slot until answered
                 self.cycle = request  # type: ignore[assignment]
                 return
+        if lane is not None:
+            self._begin_scope()
         _headers_complete(self)
+
+    def on_body(self, body: bytes) -> None:
+        """uvicorn's, or a lane request's body grows (it takes no upgrade: ``RecordsLane.take``)."""
+        cycle: object = self.cycle
+        if type(cycle) is LaneRequest:
+            cycle.body += body
+            if len(cycle.body) > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+        else:
+            _body(self, body)
 
     def on_message_complete(self) -> None:
         """uvicorn's, or the lane's request goes to the lane; the next bytes are the next
