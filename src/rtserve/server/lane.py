@@ -26,7 +26,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any, Protocol
@@ -44,7 +44,7 @@ from rtserve.engine.predictions import Predictions
 from rtserve.engine.rollout import VARIANT_HEADER
 from rtserve.errors import RtserveError
 from rtserve.events import RequestTrace
-from rtserve.guard.deadline import Deadline
+from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline
 from rtserve.guard.fallback import FALLBACK_HEADER
 from rtserve.guard.limits import check_json_depth, check_rows, check_strings
 from rtserve.observability.access import Finished
@@ -72,6 +72,7 @@ class Connection(Protocol):
     url: bytes
     headers: list[tuple[bytes, bytes]]
     server: tuple[str, int | None] | None
+    loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     server_state: ServerState
     tasks: set[asyncio.Task[None]]
@@ -94,8 +95,10 @@ _Target = tuple[InferenceRoute, str, str | None, str]
 #: URLs whose ``_Target`` the lane remembers (distinct model names and versions, not requests).
 _MAX_TARGETS = 256
 #: Request headers that need the ASGI route's handling (streaming, decompression, upgrades).
-_NOT_LANE_HEADERS = ("transfer-encoding", "content-encoding", "expect", "upgrade")
+_NOT_LANE_HEADERS = frozenset((b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"))
 _JSON_TYPES = ACCEPTED_TYPES["records"]
+_JSON = b"application/json"
+_TIMEOUT = TIMEOUT_HEADER.encode("latin-1")
 _CONNECTION_CLOSE = (b"connection", b"close")
 _FALLBACK = FALLBACK_HEADER.lower().encode("latin-1")
 _VARIANT = VARIANT_HEADER.lower().encode("latin-1")
@@ -116,6 +119,34 @@ class _NoEvent:
 
 
 _NO_EVENT = _NoEvent()
+
+
+class Headers(Mapping[str, str]):
+    """A request's headers as the ASGI route reads them (lower-case names, the first of repeated
+    ones), each decoded only when read: most requests are served without reading any but
+    the few the lane looks up as bytes."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: dict[bytes, bytes]) -> None:
+        self.raw = raw
+
+    def __getitem__(self, name: str) -> str:
+        return self.raw[name.encode("latin-1")].decode("latin-1")
+
+    def get(self, name: str, default: Any = None) -> Any:  # without a KeyError per miss
+        """The header's value, or ``default``."""
+        value = self.raw.get(name.encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.encode("latin-1") in self.raw
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.decode("latin-1") for name in self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
 
 class LaneRequest:
@@ -152,7 +183,7 @@ class LaneRequest:
         version: str | None,
         path: str,
         raw_headers: list[tuple[bytes, bytes]],
-        headers: dict[str, str],
+        headers: Headers,
         keep_alive: bool,
     ) -> None:
         self.protocol = protocol
@@ -239,13 +270,12 @@ class RecordsLane:
         if target is None:
             return None
         # header names are lower-case (uvicorn's on_header); the first of repeated ones wins
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(protocol.headers)}
-        length = headers.get("content-length", "")
+        head = dict(reversed(protocol.headers))
+        length = head.get(b"content-length", b"")
         if not length.isdigit() or not 0 < int(length) <= self.max_body:
             return None
-        for name in _NOT_LANE_HEADERS:
-            if name in headers:
-                return None
+        if not _NOT_LANE_HEADERS.isdisjoint(head):
+            return None
         route, name, version, path = target
         return LaneRequest(
             protocol,
@@ -254,7 +284,7 @@ class RecordsLane:
             version,
             path,
             protocol.headers,
-            headers,
+            Headers(head),
             parser.should_keep_alive(),
         )
 
@@ -281,7 +311,7 @@ class RecordsLane:
         self._pending.append(request)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            request.protocol.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """One task per model (and version asked for) for the requests of the turn."""
@@ -332,11 +362,17 @@ class RecordsLane:
     async def _admit(self, requests: list[LaneRequest], members: list[_Member]) -> None:
         """Admission, content type, route and decoding of each request (what the ASGI route
         does before validation): each admitted one joins ``members``, each other is answered
-        with its error. Guards that never wait admit without a coroutine (``admit_now``)."""
+        with its error. Guards that never wait admit without a coroutine (``admit_now``); without
+        credentials to check, the requests that state no deadline share one admission."""
         guards = self.guards
+        shared = None if guards.auth.enabled else self._admit_alike(guards)
         for request in requests:
-            trace = self.tracker.identify(request.raw_headers)
-            trace.started = request.started
+            head = request.headers.raw
+            if len(head) == len(request.raw_headers):  # no name repeats
+                trace = self.tracker.identify_distinct(head, request.started)
+            else:
+                trace = self.tracker.identify(request.raw_headers)
+                trace.started = request.started
             route = request.route
             try:
                 if guards.wait:
@@ -344,15 +380,25 @@ class RecordsLane:
                     admitted = await admit(
                         guards, request.headers, route.role, route.described, host
                     )
+                elif shared is not None and _TIMEOUT not in request.headers.raw:
+                    admitted = shared
                 else:
                     admitted = admit_now(guards, request.headers, route.role, route.described)
                 members.append(self._member(request, trace, admitted))
             except Exception as exc:  # noqa: BLE001 - mapped (and logged when unexpected) in _fail
                 await self._fail(request, trace, exc)
 
+    def _admit_alike(self, guards: RequestGuards) -> Admitted | None:
+        """The admission of a request without deadline header or credentials, made now (its
+        deadline starts now), when the guards never wait; None when they do."""
+        if guards.wait:
+            return None
+        return admit_now(guards, {}, self._unversioned.role, self._unversioned.described)
+
     def _member(self, request: LaneRequest, trace: RequestTrace, admitted: Admitted) -> _Member:
         """An admitted request routed and decoded; raises what the ASGI route would answer."""
-        check_content_type(request.headers, _JSON_TYPES)
+        if request.headers.raw.get(b"content-type", _JSON) != _JSON:
+            check_content_type(request.headers, _JSON_TYPES)
         plane = self.plane
         served = plane.route(request.name, request.version, trace, request.headers, request.body)
         trace.protocol = "records"
@@ -367,23 +413,23 @@ class RecordsLane:
         limits, body = plane.limits, request.body
         member.decoded = time.perf_counter()
         float_decoder = _float_rows_decoder(predictor.validator)
-        if limits.max_json_depth < records.FLOAT_ROWS_DEPTH:
-            float_decoder = None  # such a limit refuses even float rows: the general path says so
-
-        def decode() -> None:
-            rows = float_decoder.decode(body) if float_decoder is not None else None
-            if rows is not None:
-                check_rows(len(rows), limits.max_instances, "instances")
-                member.floats = rows
-                return
-            instances, _parameters = records.decode_predict_request(body)
-            check_json_depth(body, limits.max_json_depth)
-            check_rows(len(instances), limits.max_instances, "instances")
-            member.instances = instances
-
-        observed_decode(decode, predictor.schema, trace)
+        # a depth limit below a float row's refuses even these: the general path says so
+        if float_decoder is not None and limits.max_json_depth >= records.FLOAT_ROWS_DEPTH:
+            member.floats = float_decoder.decode(body)
+            if member.floats is not None and len(member.floats) > limits.max_instances:
+                member.floats = None  # the general path refuses them
+        if member.floats is None:
+            observed_decode(partial(self._decode_records, member), predictor.schema, trace)
         served.inflight += 1  # the version drains (a hot swap waits) until this one is answered
         return member
+
+    def _decode_records(self, member: _Member) -> None:
+        """A member's body decoded as records and bounded as the ASGI route's decoder does."""
+        limits, body = self.plane.limits, member.request.body
+        instances, _parameters = records.decode_predict_request(body)
+        check_json_depth(body, limits.max_json_depth)
+        check_rows(len(instances), limits.max_instances, "instances")
+        member.instances = instances
 
     async def _predict(self, members: list[_Member]) -> None:
         """Validate, predict and answer the members that one model version serves."""
@@ -615,7 +661,7 @@ def _head_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 
 def _spawn(request: LaneRequest, work: Coroutine[Any, Any, None]) -> None:
     """Run ``work`` as a task among the server's (graceful shutdown waits for them)."""
-    task = asyncio.get_running_loop().create_task(work)
+    task = request.protocol.loop.create_task(work)
     tasks = request.protocol.tasks
     tasks.add(task)
     task.add_done_callback(tasks.discard)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextvars import Token
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,6 +74,25 @@ class RequestTracker:
                 candidate = value.decode("latin-1")
                 if parse_traceparent(candidate):
                     traceparent = candidate
+        if not request_id:
+            request_id = _new_request_id()
+        return RequestTrace(request_id, started, traceparent)
+
+    def identify_distinct(self, headers: Mapping[bytes, bytes], started: float) -> RequestTrace:
+        """``identify`` for a request no header name of which repeats, its headers given as a
+        mapping (two look-ups instead of a loop), taken by the transport at ``started``."""
+        request_id = ""
+        value = headers.get(b"x-request-id")
+        if value is not None:
+            candidate = value.decode("latin-1")
+            if _VALID_ID.match(candidate):
+                request_id = candidate
+        traceparent: str | None = None
+        value = headers.get(b"traceparent")
+        if value is not None and len(value) <= 64:
+            candidate = value.decode("latin-1")
+            if parse_traceparent(candidate):
+                traceparent = candidate
         if not request_id:
             request_id = _new_request_id()
         return RequestTrace(request_id, started, traceparent)

@@ -1,0 +1,67 @@
+"""The lane reads a request's headers as the ASGI route does, without decoding those it skips."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from rtserve.observability.access import AccessRecorder
+from rtserve.server.lane import Headers
+from rtserve.server.middleware import RequestTracker
+
+TRACEPARENT = b"00-" + b"ab" * 16 + b"-" + b"cd" * 8 + b"-01"
+RAW = [
+    (b"host", b"127.0.0.1:8080"),
+    (b"content-type", b"application/json"),
+    (b"x-note", b"first"),
+    (b"x-note", b"second"),
+    (b"x-latin", "caf\u00e9".encode("latin-1")),
+]
+
+
+def asgi_view(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """How the ASGI route's request reads them: lower-case names, the first of repeated ones."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}
+
+
+def test_headers_read_as_the_asgi_route_reads_them():
+    headers = Headers(dict(reversed(RAW)))
+    assert dict(headers) == asgi_view(RAW)
+    assert headers["x-note"] == "first"
+    assert headers["x-latin"] == "caf\u00e9"
+    assert headers.get("x-missing") is None
+    assert headers.get("x-missing", "default") == "default"
+    assert "content-type" in headers
+    assert "x-missing" not in headers
+    assert 7 not in headers
+    assert len(headers) == 4
+    with pytest.raises(KeyError):
+        headers["x-missing"]
+
+
+ID_VALUES = [None, b"client-id-1", b"bad id with spaces", b"x" * 200]
+TRACE_VALUES = [None, TRACEPARENT, b"00-zz", TRACEPARENT + b"0" * 40]
+
+
+@pytest.mark.parametrize(
+    ("request_id", "traceparent"), list(itertools.product(ID_VALUES, TRACE_VALUES))
+)
+def test_identifying_by_lookups_gives_what_the_loop_over_raw_headers_gives(
+    request_id: bytes | None, traceparent: bytes | None
+):
+    tracker = RequestTracker(AccessRecorder(None))
+    raw = [(b"host", b"h")]
+    if request_id is not None:
+        raw.append((b"x-request-id", request_id))
+    if traceparent is not None:
+        raw.append((b"traceparent", traceparent))
+    by_loop = tracker.identify(raw)
+    by_lookups = tracker.identify_distinct(dict(raw), by_loop.started)
+    assert by_lookups.traceparent == by_loop.traceparent
+    assert by_lookups.started == by_loop.started
+    if request_id == b"client-id-1":
+        assert by_lookups.request_id == by_loop.request_id == "client-id-1"
+    else:  # each draws a fresh one
+        assert by_lookups.request_id != by_loop.request_id
+        assert len(by_lookups.request_id) == len(by_loop.request_id) == 32
