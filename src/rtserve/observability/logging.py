@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Collection, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -28,10 +28,15 @@ from rtserve.observability.redaction import Redactor, default_redactor
 _LEVELS = ("debug", "info", "warning", "error")
 
 
+#: This process's id, refreshed in a forked child (``os.getpid`` is a system call each time).
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
 def _add_pid(
     logger: Any, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    event_dict["pid"] = os.getpid()
+    event_dict["pid"] = _PID[0]
     return event_dict
 
 
@@ -61,7 +66,8 @@ def configure_logging(
     """
     if level.lower() not in _LEVELS:
         raise ValueError(f"log level {level!r} is not one of {list(_LEVELS)}")
-    redact = (redactor if redactor is not None else default_redactor()).processor
+    redactor = redactor if redactor is not None else default_redactor()
+    redact = redactor.processor
     shared: list[Processor] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -88,7 +94,7 @@ def configure_logging(
     handler.setFormatter(formatter)
     if isinstance(formatter, _JsonFormatter):
         formatter.redact = redact
-        formatter.writer = JsonLineWriter(handler, redact)
+        formatter.writer = JsonLineWriter(handler, redact, pii=redactor.pii_fields)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -158,9 +164,18 @@ class JsonLineWriter:
     requests finish per iteration, and one write replaces a system call per line.
     """
 
-    def __init__(self, handler: logging.StreamHandler[TextIO], redact: Processor) -> None:
+    def __init__(
+        self,
+        handler: logging.StreamHandler[TextIO],
+        redact: Processor,
+        *,
+        pii: Collection[str] = frozenset(),
+    ) -> None:
+        """``redact`` is the chain's redaction step; ``pii`` the names it redacts (the
+        redactor's live set: schemas add to it as they load)."""
         self._handler = handler
         self._redact = redact
+        self._pii = pii
         self._pending: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -172,11 +187,25 @@ class JsonLineWriter:
         self, logger: str, level: str, entries: Sequence[tuple[str, dict[str, Any]]]
     ) -> None:
         """Write one line per ``(message, fields)``, stamped with one time, encoded in one call."""
-        stamp, pid, redact = _utc_iso(time.time()), os.getpid(), self._redact
+        stamp, redact = _utc_iso(time.time()), self._redact
         objects = [
-            _fields(fields, redact, message, level, logger, stamp, pid)
+            _fields(fields, redact, message, level, logger, stamp, _PID[0])
             for message, fields in entries
         ]
+        self.write_objects(objects)
+
+    def redacts(self, keys: Collection[str]) -> bool:
+        """Whether any of these top-level keys would be redacted now."""
+        return any(key in self._pii for key in keys)
+
+    @staticmethod
+    def stamp() -> tuple[str, int]:
+        """The time and pid a line written now carries (``time`` and ``pid``)."""
+        return _utc_iso(time.time()), _PID[0]
+
+    def write_objects(self, objects: Sequence[Any]) -> None:
+        """Write one line per object, built whole by the caller: the standard keys included
+        (``stamp``) and nothing left to redact (``redacts``)."""
         line = _line_encoder.encode_lines(objects).decode()
         try:
             loop = asyncio.get_running_loop()
