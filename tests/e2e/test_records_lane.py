@@ -417,6 +417,16 @@ ASGI_CASES: dict[str, bytes] = {
         ],
         GOOD_BYTES,
     ),
+    "HTTP/1.0 keep-alive": handmade(
+        [
+            f"POST {PREDICT} HTTP/1.0",
+            "Content-Type: application/json",
+            "X-Request-ID: same-http10-keep-alive",
+            "Connection: keep-alive",
+            f"Content-Length: {len(GOOD_BYTES)}",
+        ],
+        GOOD_BYTES,
+    ),
     "wrong method": request("PUT", PREDICT, {"X-Request-ID": "same-put"}, GOOD_BYTES),
 }
 MATRIX = {**LANE_CASES, **ASGI_CASES}
@@ -445,7 +455,8 @@ def same_allow_order(answer: Answer) -> Answer:
 def test_the_lane_serves_exactly_the_requests_it_can_take_whole(pair: Pair) -> None:
     """On the lane server, every request of ``LANE_CASES`` (good or bad) is served by the lane
     and none of ``ASGI_CASES`` (a gzip or chunked body, a query string, an escaped path, a body
-    over 64 KiB, an empty body, ``Expect``, HTTP/1.0, another method); with
+    over 64 KiB, an empty body, ``Expect``, HTTP/1.0 with or without keep-alive, another
+    method); with
     ``group_requests: false`` the lane serves nothing."""
     for name, raw in MATRIX.items():
         before = len(lane_groups(pair.lane))

@@ -264,7 +264,7 @@ class RecordsLane:
     def take(self, protocol: Connection) -> LaneRequest | None:
         """The request whose head the protocol just parsed, if the lane can serve it whole."""
         parser = protocol.parser
-        if parser.get_method() != b"POST" or parser.get_http_version() != "1.1":
+        if parser.get_method() != b"POST":
             return None
         target = self._targets.get(protocol.url) or self._target(protocol.url)
         if target is None:
@@ -276,6 +276,11 @@ class RecordsLane:
             return None
         if not _NOT_LANE_HEADERS.isdisjoint(head):
             return None
+        keep_alive = parser.should_keep_alive()
+        # httptools keeps only HTTP/1.1 alive without a Connection header (1.0, 0.9 and 2.0
+        # need one): the version's string is built only when the answer does not say
+        if not (keep_alive and b"connection" not in head) and parser.get_http_version() != "1.1":
+            return None
         route, name, version, path = target
         return LaneRequest(
             protocol,
@@ -285,7 +290,7 @@ class RecordsLane:
             path,
             protocol.headers,
             Headers(head),
-            parser.should_keep_alive(),
+            keep_alive,
         )
 
     def _target(self, url: bytes) -> _Target | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import httptools
 import pytest
 
 from rtserve.observability.access import AccessRecorder
@@ -65,3 +66,34 @@ def test_identifying_by_lookups_gives_what_the_loop_over_raw_headers_gives(
     else:  # each draws a fresh one
         assert by_lookups.request_id != by_loop.request_id
         assert len(by_lookups.request_id) == len(by_loop.request_id) == 32
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "keep_alive"),
+    [
+        (b"1.1", None, True),
+        (b"1.1", b"close", False),
+        (b"1.1", b"keep-alive", True),
+        (b"1.0", None, False),
+        (b"1.0", b"keep-alive", True),
+        (b"0.9", None, False),
+        (b"2.0", None, False),
+    ],
+)
+def test_httptools_keeps_only_http_1_1_alive_without_a_connection_header(
+    version: bytes, connection: bytes | None, keep_alive: bool
+):
+    """What ``RecordsLane.take`` relies on (at the end of the head, where it runs) to skip the
+    version check of such a request."""
+    seen: list[tuple[bool, str]] = []
+
+    class Callbacks:
+        def on_headers_complete(self) -> None:
+            seen.append((parser.should_keep_alive(), parser.get_http_version()))
+
+    parser = httptools.HttpRequestParser(Callbacks())
+    head = b"POST /x HTTP/" + version + b"\r\ncontent-length: 0\r\n"
+    if connection is not None:
+        head += b"connection: " + connection + b"\r\n"
+    parser.feed_data(head + b"\r\n")
+    assert seen == [(keep_alive, version.decode())]
