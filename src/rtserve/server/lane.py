@@ -132,15 +132,21 @@ class Headers(Mapping[str, str]):
         self.raw = raw
 
     def __getitem__(self, name: str) -> str:
-        return self.raw[name.encode("latin-1")].decode("latin-1")
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value  # type: ignore[no-any-return]
 
     def get(self, name: str, default: Any = None) -> Any:  # without a KeyError per miss
-        """The header's value, or ``default``."""
-        value = self.raw.get(name.encode("latin-1"))
+        """The header's value, or ``default`` (also for a name no header can have)."""
+        try:
+            value = self.raw.get(name.encode("latin-1"))
+        except UnicodeEncodeError:  # e.g. a rollout keyed by a header named outside latin-1
+            return default
         return default if value is None else value.decode("latin-1")
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.encode("latin-1") in self.raw
+        return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         return (name.decode("latin-1") for name in self.raw)

@@ -41,6 +41,15 @@ def test_headers_read_as_the_asgi_route_reads_them():
         headers["x-missing"]
 
 
+def test_a_name_no_header_can_have_is_simply_absent():
+    """A rollout may be keyed by a header named outside latin-1: no request has it."""
+    headers = Headers(dict(RAW))
+    assert headers.get("x-\u7528\u6237") is None
+    assert "x-\u7528\u6237" not in headers
+    with pytest.raises(KeyError):
+        headers["x-\u7528\u6237"]
+
+
 ID_VALUES = [None, b"client-id-1", b"bad id with spaces", b"x" * 200]
 TRACE_VALUES = [None, TRACEPARENT, b"00-zz", TRACEPARENT + b"0" * 40]
 
