@@ -67,35 +67,19 @@ class RequestTracker:
         traceparent: str | None = None
         for key, value in headers:
             if key == b"x-request-id" and not request_id:
-                candidate = value.decode("latin-1")
-                if _VALID_ID.match(candidate):
-                    request_id = candidate
-            elif key == b"traceparent" and len(value) <= 64:
-                candidate = value.decode("latin-1")
-                if parse_traceparent(candidate):
-                    traceparent = candidate
-        if not request_id:
-            request_id = _new_request_id()
-        return RequestTrace(request_id, started, traceparent)
+                request_id = _client_request_id(value)
+            elif key == b"traceparent":
+                traceparent = _valid_traceparent(value) or traceparent
+        return RequestTrace(request_id or _new_request_id(), started, traceparent)
 
     def identify_distinct(self, headers: Mapping[bytes, bytes], started: float) -> RequestTrace:
         """``identify`` for a request no header name of which repeats, its headers given as a
         mapping (two look-ups instead of a loop), taken by the transport at ``started``."""
-        request_id = ""
         value = headers.get(b"x-request-id")
-        if value is not None:
-            candidate = value.decode("latin-1")
-            if _VALID_ID.match(candidate):
-                request_id = candidate
-        traceparent: str | None = None
+        request_id = _client_request_id(value) if value is not None else ""
         value = headers.get(b"traceparent")
-        if value is not None and len(value) <= 64:
-            candidate = value.decode("latin-1")
-            if parse_traceparent(candidate):
-                traceparent = candidate
-        if not request_id:
-            request_id = _new_request_id()
-        return RequestTrace(request_id, started, traceparent)
+        traceparent = _valid_traceparent(value) if value is not None else None
+        return RequestTrace(request_id or _new_request_id(), started, traceparent)
 
     def end(
         self,
@@ -151,3 +135,17 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             self.tracker.end(scope, trace, token, status)
+
+
+def _client_request_id(value: bytes) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else ""."""
+    candidate = value.decode("latin-1")
+    return candidate if _VALID_ID.match(candidate) else ""
+
+
+def _valid_traceparent(value: bytes) -> str | None:
+    """The ``traceparent`` header's value when it is valid W3C trace context, else None."""
+    if len(value) > 64:
+        return None
+    candidate = value.decode("latin-1")
+    return candidate if parse_traceparent(candidate) else None

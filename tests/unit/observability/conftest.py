@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import structlog
 
 import rtserve
 from rtserve.demo import card_transactions, fraud_pipeline
@@ -42,3 +45,12 @@ def predictor(fraud_path: Path) -> Predictor:
 def reference(predictor: Predictor) -> Reference:
     """Schema + profile the drift monitor compares against."""
     return Reference(predictor.schema, predictor.bundle.read_profile(), predictor.digest)
+
+
+@pytest.fixture
+def stream():
+    """A stream for configure_logging; the logging setup is undone afterwards."""
+    buffer = io.StringIO()
+    yield buffer
+    logging.getLogger().handlers[:] = []
+    structlog.reset_defaults()

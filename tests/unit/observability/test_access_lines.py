@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
-import logging
 
 import pytest
-import structlog
 
 from rtserve.events import BatchInfo, RequestTrace
 from rtserve.observability.access import (
@@ -46,14 +43,6 @@ def test_a_record_built_whole_encodes_to_the_chains_line_byte_for_byte(status):
         chain = _fields(fields, lambda _l, _m, d: d, message, "info", "rtserve.access", "T", 7)
         whole = _access_record(trace, end, "T", 7)
         assert _line_encoder.encode(whole) == _line_encoder.encode(chain), trace
-
-
-@pytest.fixture
-def stream():
-    buffer = io.StringIO()
-    yield buffer
-    logging.getLogger().handlers[:] = []
-    structlog.reset_defaults()
 
 
 def test_a_pii_name_among_the_access_keys_sends_the_lines_through_the_redaction(stream):

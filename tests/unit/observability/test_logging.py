@@ -13,14 +13,6 @@ from rtserve.observability.logging import configure_logging
 from rtserve.observability.redaction import Redactor
 
 
-@pytest.fixture
-def stream():
-    buffer = io.StringIO()
-    yield buffer
-    logging.getLogger().handlers[:] = []
-    structlog.reset_defaults()
-
-
 def lines(buffer: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in buffer.getvalue().splitlines()]
 
