@@ -376,7 +376,7 @@ class RecordsLane:
         with its error. Guards that never wait admit without a coroutine (``admit_now``); without
         credentials to check, the requests that state no deadline share one admission."""
         guards = self.guards
-        shared = None if guards.auth.enabled else self._admit_alike(guards)
+        shared = self._admit_alike(guards)
         for request in requests:
             head = request.headers.raw
             if len(head) == len(request.raw_headers):  # no name repeats
@@ -400,9 +400,10 @@ class RecordsLane:
                 await self._fail(request, trace, exc)
 
     def _admit_alike(self, guards: RequestGuards) -> Admitted | None:
-        """The admission of a request without deadline header or credentials, made now (its
-        deadline starts now), when the guards never wait; None when they do."""
-        if guards.wait:
+        """The one admission of a group's requests that state no deadline, made now (their
+        deadline starts now), when neither credentials nor waiting guards tell them apart;
+        None otherwise."""
+        if guards.auth.enabled or guards.wait:
             return None
         return admit_now(guards, {}, self._unversioned.role, self._unversioned.described)
 
