@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rtserve.demo import example_record
+import rtserve
+from rtserve.demo import card_transactions, example_record, fraud_pipeline
 from rtserve.guard.auth import API_KEY_HEADER, hash_key
 from rtserve.guard.deadline import TIMEOUT_HEADER
 from tests.e2e.conftest import ServerProcess, start_server
@@ -330,6 +331,19 @@ LANE_CASES: dict[str, bytes] = {
     "float for an int field": predict_bytes(
         {"instances": [record(hour=3.5)]}, request_id="same-float-int"
     ),
+    "whole float for an int field": predict_bytes(
+        {"instances": [record(hour=3.0)]}, request_id="same-whole-float-int"
+    ),
+    "int for a float field": predict_bytes(
+        {"instances": [record(amount=250)]}, request_id="same-int-float"
+    ),
+    "int past 64 bits": predict_bytes(
+        {"instances": [record(tx_last_24h=2**70)]}, request_id="same-int-past-64"
+    ),
+    "repeated field, last good": predict_bytes(
+        ('{"instances": [{"amount": "x", ' + json.dumps(record())[1:] + "]}").encode(),
+        request_id="same-repeated-field",
+    ),
     "null in a required field": predict_bytes(
         {"instances": [record(amount=None)]}, request_id="same-null-required"
     ),
@@ -357,6 +371,12 @@ LANE_CASES: dict[str, bytes] = {
     ),
     "too deep JSON": predict_bytes(
         {"instances": [record()], "parameters": {"deep": TOO_DEEP}}, request_id="same-deep"
+    ),
+    "unknown top-level key": predict_bytes(
+        {"instances": [record()], "note": "x"}, request_id="same-top-level-key"
+    ),
+    "too deep unknown top-level key": predict_bytes(
+        {"instances": [record()], "note": TOO_DEEP}, request_id="same-deep-top-level-key"
     ),
     "wrong content type": predict_bytes(
         GOOD, request_id="same-content-type", headers={"Content-Type": "text/plain"}
@@ -479,12 +499,14 @@ MATRIX_STATUS = {
     "empty instances": 400,
     "wrong field type": 422,
     "float for an int field": 422,
+    "int past 64 bits": 422,
     "null in a required field": 422,
     "missing required field": 422,
     "unknown field": 422,
     "bad third row": 422,
     "string over the length limit": 422,
     "too deep JSON": 400,
+    "too deep unknown top-level key": 400,
     "wrong content type": 415,
     "bad deadline header": 400,
     "zero deadline header": 400,
@@ -1193,7 +1215,7 @@ def dense_pair(
     e2e_bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pair]:
     """The all-float bundle (fields a, b, c) with and without the lane: the lane reads its rows
-    straight into floats (``FloatRowsDecoder``) and checks them as one matrix."""
+    straight into floats (``RowsDecoder``) and checks them as one matrix."""
     yield from running_pair(e2e_bundles[1], tmp_path_factory.mktemp("lane-dense"), {})
 
 
@@ -1256,6 +1278,9 @@ DENSE_CASES: dict[str, bytes] = {
         {"instances": [{"a": i / 7, "b": -i, "c": i * 1e-3} for i in range(50)]}, "dense-rows"
     ),
     "invalid JSON": dense_raw('{"instances": [{"a": 1.0,', "dense-invalid"),
+    "too deep unknown top-level key": dense_bytes(
+        {"instances": [DENSE_ROW], "note": TOO_DEEP}, "dense-deep-top-level-key"
+    ),
 }
 
 
@@ -1320,3 +1345,69 @@ def test_concurrent_float_requests_with_bad_ones_among_them_each_get_their_own_a
         == {True, False}
     ]
     assert mixed, "no bad float request was ever served in one group with good ones"
+
+
+# --- 8. a schema that ignores unknown fields ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lenient_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """A fraud bundle that ignores unknown fields, bounds the amount and imputes a missing
+    merchant category, with and without the lane: the lane reads its rows typed and skips an
+    unknown field, so it must bound that field's depth itself."""
+    root = tmp_path_factory.mktemp("lane-lenient")
+    X, y = card_transactions(500, seed=3)
+    model = fraud_pipeline().set_params(model__max_iter=5).fit(X, y)
+    overrides: dict[str, dict[str, Any]] = {
+        "amount": {"minimum": 0},
+        "merchant_category": {"missing": "impute", "impute": "grocery"},
+    }
+    rtserve.build(
+        model, X, name=MODEL, version="1", schema_overrides=overrides, extra_fields="ignore"
+    ).save(root / "lenient-1")
+    yield from running_pair(root / "lenient-1", root, {})
+
+
+LENIENT_CASES: dict[str, bytes] = {
+    "one row": predict_bytes(GOOD, request_id="lenient-one-row"),
+    "unknown field": predict_bytes(
+        {"instances": [record(coupon={"code": "SPRING"})]}, request_id="lenient-unknown"
+    ),
+    "too deep unknown field": predict_bytes(
+        {"instances": [record(coupon=TOO_DEEP)]}, request_id="lenient-deep-unknown"
+    ),
+    "imputed field left out": predict_bytes(
+        {"instances": [record(merchant_category=...)]}, request_id="lenient-imputed"
+    ),
+    "imputed field null": predict_bytes(
+        {"instances": [record(merchant_category=None)]}, request_id="lenient-imputed-null"
+    ),
+    "int at the minimum": predict_bytes(
+        {"instances": [record(amount=0)]}, request_id="lenient-at-minimum"
+    ),
+    "int below the minimum": predict_bytes(
+        {"instances": [record(), record(amount=-5)]}, request_id="lenient-below-minimum"
+    ),
+}
+LENIENT_STATUS = {
+    **dict.fromkeys(LENIENT_CASES, 200),
+    "too deep unknown field": 400,
+    "int below the minimum": 422,
+}
+
+
+@pytest.mark.parametrize("raw", list(LENIENT_CASES.values()), ids=list(LENIENT_CASES))
+def test_typed_rows_of_a_lenient_schema_get_byte_for_byte_the_asgi_routes_answer(
+    lenient_pair: Pair, raw: bytes
+) -> None:
+    """An unknown field skipped (but not past the depth limit), an imputed field left out or
+    null, a bound met or missed by an int: the lane's answer is the ASGI route's."""
+    before = len(lane_groups(lenient_pair.lane))
+    lane, asgi = exchange_one(lenient_pair.lane, raw), exchange_one(lenient_pair.asgi, raw)
+    assert lane == asgi
+    assert len(lane_groups(lenient_pair.lane)) == before + 1
+
+
+def test_the_lenient_cases_hold_successes_and_refusals(lenient_pair: Pair) -> None:
+    statuses = {n: exchange_one(lenient_pair.lane, raw).status for n, raw in LENIENT_CASES.items()}
+    assert statuses == LENIENT_STATUS

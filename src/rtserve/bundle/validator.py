@@ -22,6 +22,13 @@ from rtserve.types import AnyArray, Columns, MatrixColumns
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NUMBERS = frozenset({float, int})
+#: The JSON type of each field type's values (``Validator.row_fields``).
+_JSON_TYPES: dict[FieldType, type] = {
+    FieldType.FLOAT: float,
+    FieldType.INT: int,
+    FieldType.BOOL: bool,
+    FieldType.STRING: str,
+}
 #: At most this many violations are kept per request; the rest are counted in the message.
 MAX_VIOLATIONS = 1000
 
@@ -135,10 +142,31 @@ class Validator:
         (``float_rows``, and ``records`` on its own)."""
         return self._matrix_bounds is not None
 
+    @property
+    def row_fields(self) -> list[tuple[str, type, bool]]:
+        """Each field's name, JSON type and whether it may be missing: the rows ``rows`` takes
+        (``protocol.records.RowsDecoder`` reads them)."""
+        return [
+            (spec.name, _JSON_TYPES[spec.type], spec.missing is not MissingPolicy.REJECT)
+            for spec in self.schema.inputs
+        ]
+
+    def rows(self, rows: Sequence[tuple[Any, ...]]) -> Columns | None:
+        """Validate rows of values in field order, each of its field's type or None where the
+        field may be missing (``row_fields``); None when any value fails its field's check
+        (``records`` of the same rows then says which, in the client's own values)."""
+        if self._matrix_bounds is not None:
+            return self.float_rows(rows)
+        columns = dict(zip(self._names, map(list, zip(*rows, strict=True)), strict=True))
+        try:
+            return self._run(columns, len(rows), [])
+        except ValidationError:
+            return None
+
     def float_rows(self, rows: Sequence[tuple[float, ...]]) -> MatrixColumns | None:
-        """Validate rows of floats in field order (``protocol.records.FloatRowsDecoder``) of an
-        ``all_floats`` schema; None when a value is out of its field's bounds or not finite
-        (``records`` of the same rows then says which)."""
+        """Validate rows of floats in field order of an ``all_floats`` schema; None when a value
+        is out of its field's bounds or not finite (``records`` of the same rows then says
+        which)."""
         if self._matrix_bounds is None:
             raise TypeError("float_rows needs a schema whose every field is a float")
         width = len(self._names)

@@ -157,12 +157,17 @@ def json_depth(body: bytes) -> int:
     return int(np.cumsum(steps).max())
 
 
+def nests_deeper(body: bytes, limit: int) -> bool:
+    """Whether a JSON body's arrays/objects nest deeper than ``limit``."""
+    if body.count(b"[") + body.count(b"{") <= limit:  # cannot nest deeper than it opens
+        return False
+    return json_depth(body) > limit
+
+
 def check_json_depth(body: bytes, limit: int) -> None:
     """Refuse a JSON body whose arrays/objects nest deeper than ``limit``."""
-    if body.count(b"[") + body.count(b"{") <= limit:  # cannot nest deeper than it opens
-        return
-    depth = json_depth(body)
-    if depth > limit:
+    if nests_deeper(body, limit):
+        depth = json_depth(body)
         raise MalformedRequestError(
             f"body: JSON nests {depth} levels deep, more than the limit of {limit}; "
             "send flat records or tensors",

@@ -15,8 +15,8 @@ from msgspec.structs import astuple
 
 from rtserve.protocol import _json
 
-#: How deeply a request that ``FloatRowsDecoder`` reads can nest: object, list, row object.
-FLOAT_ROWS_DEPTH = 3
+#: How deeply a request that ``RowsDecoder`` reads can nest: object, list, row object.
+ROWS_DEPTH = 3
 
 
 class RecordsLike(Protocol):
@@ -46,37 +46,52 @@ def decode_predict_request(body: bytes) -> tuple[list[dict[str, Any]], dict[str,
     return request.instances, dict(request.parameters or {})
 
 
-class FloatRowsDecoder:
-    """Predict requests whose rows hold only numbers, decoded straight into one tuple of floats
-    per row, in ``names`` order: one typed decode (no dict per row, no type check after) for a
-    model whose every input is a float.
+#: A field as ``RowsDecoder`` reads it: its name, its JSON type (``float``, ``int``, ``bool`` or
+#: ``str``) and whether it may be missing.
+RowField = tuple[str, type, bool]
 
-    ``decode`` answers None for any other request (a null, a string, a bool, a missing field,
-    an unknown one when ``reject_extra``, a number beyond float range, no rows, parameters, bytes
-    that are not such JSON): ``decode_predict_request`` and the validator then read it and say
-    what is wrong. A request it reads nests ``FLOAT_ROWS_DEPTH`` levels deep. Its values are the
-    ones ``decode_predict_request`` reads, as floats: the same parser, an integer rounded to the
-    nearest float, a repeated key's last value.
+
+class RowsDecoder:
+    """Predict requests whose every value has its field's JSON type, decoded straight into one
+    tuple per row, in field order: one typed decode (no dict per row, no type check after).
+
+    ``fields`` are the schema's (``RowField``), in its order; a field that may be missing reads
+    as None when it is null or absent. ``decode`` answers None for any other request (a value of another type, a null
+    where none is allowed, a missing field, an unknown one when ``reject_extra``, a number beyond
+    float range, no rows, parameters, any top-level key but ``instances`` and ``parameters``,
+    bytes that are not such JSON): ``decode_predict_request`` and the validator then read it and
+    say what is wrong. Its values are the ones ``decode_predict_request`` reads, with an integer
+    of a ``float`` field rounded to the nearest float: the same parser, a repeated key's last
+    value. A request it reads nests ``ROWS_DEPTH`` levels deep, unless an unknown field it
+    skipped (``skips_unknown``) nests deeper.
     """
 
-    def __init__(self, names: Sequence[str], *, reject_extra: bool) -> None:
-        attributes = [f"f{i}" for i in range(len(names))]  # a field's name need not be one
+    def __init__(self, fields: Sequence[RowField], *, reject_extra: bool) -> None:
+        attributes = [f"f{i}" for i in range(len(fields))]  # a field's name need not be one
         row = msgspec.defstruct(
-            "FloatRow",
-            [(attribute, float) for attribute in attributes],
-            rename=dict(zip(attributes, names, strict=True)),
+            "Row",
+            [
+                (attribute, kind | None, None) if optional else (attribute, kind)
+                for attribute, (_, kind, optional) in zip(attributes, fields, strict=True)
+            ],
+            rename=dict(zip(attributes, (name for name, _, _ in fields), strict=True)),
+            kw_only=True,  # a field that may be missing can come before one that may not
             forbid_unknown_fields=reject_extra,
-            gc=False,  # floats only: nothing for the garbage collector to follow
+            gc=False,  # scalars only: nothing for the garbage collector to follow
         )
         request = msgspec.defstruct(
-            "FloatRowsRequest",
+            "RowsRequest",
             [("instances", list[row]), ("parameters", dict[str, Any] | None, None)],  # type: ignore[valid-type]
             kw_only=True,
+            # an unknown top-level value could nest past the depth limit: the general path's
+            forbid_unknown_fields=True,
         )
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request)
+        #: An unknown field of a row is skipped, however deeply it nests (``reject_extra`` off).
+        self.skips_unknown = not reject_extra
 
-    def decode(self, body: bytes) -> list[tuple[float, ...]] | None:
-        """The rows of ``body``; None when it is not a request of float rows alone."""
+    def decode(self, body: bytes) -> list[tuple[Any, ...]] | None:
+        """The rows of ``body``; None when it is not a request of such rows alone."""
         try:
             request = self._decoder.decode(body)
         except (msgspec.DecodeError, RecursionError):  # a ValidationError is a DecodeError

@@ -42,11 +42,11 @@ from rtserve.engine.dataplane import OFFLOAD_BYTES, DataPlane, observed_decode, 
 from rtserve.engine.manager import ServedModel
 from rtserve.engine.predictions import Predictions
 from rtserve.engine.rollout import VARIANT_HEADER
-from rtserve.errors import RtserveError
+from rtserve.errors import RtserveError, ValidationError
 from rtserve.events import RequestTrace
 from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline
 from rtserve.guard.fallback import FALLBACK_HEADER
-from rtserve.guard.limits import check_json_depth, check_rows, check_strings
+from rtserve.guard.limits import check_json_depth, check_rows, check_strings, nests_deeper
 from rtserve.observability.access import Finished
 from rtserve.protocol import records
 from rtserve.server.endpoints import ACCEPTED_TYPES, check_content_type
@@ -218,21 +218,21 @@ class _Member:
     deadline: Deadline
     served: ServedModel  # the model version that answers it (``DataPlane.route``)
     instances: list[dict[str, Any]] = field(default_factory=list)
-    #: Its rows as floats, when the model takes only floats and they are (``FloatRowsDecoder``);
-    #: ``instances`` is then empty.
-    floats: list[tuple[float, ...]] | None = None
+    #: Its rows as tuples in field order, when each value has its field's type
+    #: (``RowsDecoder``); ``instances`` is then empty.
+    typed: list[tuple[Any, ...]] | None = None
     decoded: float = 0.0  # perf_counter when its decoding began
 
     @property
     def rows(self) -> int:
         """How many rows it sent."""
-        return len(self.instances) if self.floats is None else len(self.floats)
+        return len(self.instances) if self.typed is None else len(self.typed)
 
     def as_records(self) -> None:
-        """Read its rows as records instead of floats (for the validator to report on)."""
-        if self.floats is not None:
+        """Read its rows as records instead of typed rows (for the validator to report on)."""
+        if self.typed is not None:
             self.instances = records.decode_predict_request(self.request.body)[0]
-            self.floats = None
+            self.typed = None
 
 
 class RecordsLane:
@@ -424,13 +424,16 @@ class RecordsLane:
         )
         limits, body = plane.limits, request.body
         member.decoded = time.perf_counter()
-        float_decoder = _float_rows_decoder(predictor.validator)
-        # a depth limit below a float row's refuses even these: the general path says so
-        if float_decoder is not None and limits.max_json_depth >= records.FLOAT_ROWS_DEPTH:
-            member.floats = float_decoder.decode(body)
-            if member.floats is not None and len(member.floats) > limits.max_instances:
-                member.floats = None  # the general path refuses them
-        if member.floats is None:
+        # a depth limit below a row's refuses even these: the general path says so
+        if limits.max_json_depth >= records.ROWS_DEPTH:
+            decoder = _rows_decoder(predictor.validator)
+            member.typed = decoder.decode(body)
+            if member.typed is not None and (
+                len(member.typed) > limits.max_instances
+                or (decoder.skips_unknown and nests_deeper(body, limits.max_json_depth))
+            ):
+                member.typed = None  # the general path refuses them
+        if member.typed is None:
             observed_decode(partial(self._decode_records, member), predictor.schema, trace)
         served.inflight += 1  # the version drains (a hot swap waits) until this one is answered
         return member
@@ -500,23 +503,26 @@ class RecordsLane:
         """The members whose rows are valid, and their columns (every row, in member order).
 
         All rows are validated at once; if any fails, each member is validated on its own so
-        that its answer names its own rows, and the valid ones go on together. Rows read as
-        floats (all of them: ``_Member.floats``) are checked as one matrix; when that fails, or
-        only some are floats, they are read as records and checked the usual way.
+        that its answer names its own rows, and the valid ones go on together. Typed rows (every
+        member's: ``_Member.typed``) are checked without records; when that fails, or only some
+        members' rows are typed, they are read as records and checked the usual way, which
+        says what is wrong.
         """
-        floats = _float_rows_of(members)
-        if floats is not None:
+        limits = self.plane.limits
+        long_strings = any(len(m.request.body) > limits.max_string_length for m in members)
+        typed = _typed_rows_of(members)
+        if typed is not None:
             started = time.perf_counter()
-            matrix = validator.float_rows(floats)
-            if matrix is not None:
+            checked = validator.rows(typed)
+            if checked is not None and long_strings:
+                checked = _short_strings(checked, limits.max_string_length)
+            if checked is not None:
                 done = time.perf_counter()
                 for member in members:
                     member.trace.validate_started, member.trace.validated = started, done
-                return members, matrix
+                return members, checked
         for member in members:
             member.as_records()
-        limits = self.plane.limits
-        long_strings = any(len(m.request.body) > limits.max_string_length for m in members)
 
         def validate(instances: list[dict[str, Any]]) -> Columns:
             columns: Columns = validator.records(instances)
@@ -644,25 +650,32 @@ class RecordsLane:
         )
 
 
-def _float_rows_of(members: list[_Member]) -> list[tuple[float, ...]] | None:
-    """Every member's rows as floats, in member order; None unless each was read as floats."""
-    rows: list[tuple[float, ...]] = []
+def _typed_rows_of(members: list[_Member]) -> list[tuple[Any, ...]] | None:
+    """Every member's typed rows, in member order; None unless each was read so."""
+    rows: list[tuple[Any, ...]] = []
     for member in members:
-        if member.floats is None:
+        if member.typed is None:
             return None
-        rows += member.floats
+        rows += member.typed
     return rows
 
 
-@lru_cache(maxsize=64)
-def _float_rows_decoder(validator: Validator) -> records.FloatRowsDecoder | None:
-    """The decoder of float rows for the validator's schema, when every field is a float (one per
-    validator: per model version served)."""
-    if not validator.all_floats:
+def _short_strings(columns: Columns, limit: int) -> Columns | None:
+    """``columns`` when no string is longer than ``limit``; None otherwise (the records check
+    then names the field and row)."""
+    try:
+        check_strings(columns, limit)
+    except ValidationError:
         return None
-    schema = validator.schema
-    return records.FloatRowsDecoder(
-        schema.field_names, reject_extra=schema.extra_fields == "reject"
+    return columns
+
+
+@lru_cache(maxsize=64)
+def _rows_decoder(validator: Validator) -> records.RowsDecoder:
+    """The decoder of typed rows for the validator's schema (one per validator: per model
+    version served)."""
+    return records.RowsDecoder(
+        validator.row_fields, reject_extra=validator.schema.extra_fields == "reject"
     )
 
 

@@ -1,6 +1,6 @@
 """Float rows: an all-float model's predict requests read straight into floats.
 
-``FloatRowsDecoder`` plus ``Validator.float_rows`` is the records lane's path for a model whose
+``RowsDecoder`` plus ``Validator.float_rows`` is the records lane's path for a model whose
 every input is a float; ``decode_predict_request`` plus ``Validator.records`` is every other
 path. The two must agree on every body: the same columns (values, signs, dtypes) when the fast
 path takes it, and no answer at all from it (None) when the general path would refuse it or
@@ -20,7 +20,7 @@ from rtserve import FieldSpec, FieldType, Schema
 from rtserve.bundle.schema import OutputSpec
 from rtserve.bundle.validator import Validator
 from rtserve.errors import MalformedRequestError, ValidationError
-from rtserve.protocol.records import FloatRowsDecoder, decode_predict_request
+from rtserve.protocol.records import RowsDecoder, decode_predict_request
 from rtserve.types import MatrixColumns, Task
 
 FLOATS = Schema(
@@ -33,7 +33,7 @@ FLOATS = Schema(
 )
 NAMES = FLOATS.field_names
 VALIDATOR = Validator(FLOATS)
-DECODER = FloatRowsDecoder(NAMES, reject_extra=True)
+DECODER = RowsDecoder(VALIDATOR.row_fields, reject_extra=True)
 GOOD = {"a": 1.5, "b": 2.0, NAMES[2]: -3.25}
 
 
@@ -131,7 +131,7 @@ def test_the_float_path_gives_the_general_paths_columns_or_leaves_the_body_to_it
     [
         (odd('{"instances": [{"a": -0, "b": 0, "C": -0.0}]}'), True),
         (odd('{"instances": [{"a": 1e308, "b": 1E+1, "C": 5e-324}]}'), True),
-        (odd('{"instances": [{"a": 1, "b": 0, "C": 0}], "other": [1, [2]]}'), True),
+        (odd('{"instances": [{"a": 1, "b": 0, "C": 0}], "other": [1, [2]]}'), False),
         (odd('{"instances": [{"a": 1, "b": 0, "C": 0, "a": 2}]}'), True),
         (odd('{"instances": [{"a": "x", "a": 3, "b": 0, "C": 0}]}'), False),
     ],
@@ -140,9 +140,9 @@ def test_the_float_path_gives_the_general_paths_columns_or_leaves_the_body_to_it
 def test_json_that_json_dumps_does_not_write_is_read_as_the_general_path_reads_it(
     text: str, taken: bool
 ) -> None:
-    """-0 is 0.0 but -0.0 stays negative, exponents and subnormals, other keys ignored, a
-    repeated key's last value: the float path reads them as the general path does, or (a
-    string seen first) leaves the body to it."""
+    """-0 is 0.0 but -0.0 stays negative, exponents and subnormals, a repeated key's last
+    value: the float path reads them as the general path does, or leaves the body to it (a
+    string seen first; another top-level key, whose value the general path bounds in depth)."""
     body = text.encode()
     columns = fast(body)
     assert (columns is not None) == taken
@@ -199,7 +199,7 @@ def test_anything_else_is_left_to_the_general_path(body: bytes) -> None:
 
 
 def test_an_unknown_field_is_ignored_when_the_schema_ignores_extra_fields() -> None:
-    lenient = FloatRowsDecoder(NAMES, reject_extra=False)
+    lenient = RowsDecoder(VALIDATOR.row_fields, reject_extra=False)
     assert lenient.decode(body_of([{**GOOD, "extra": "anything"}])) == [(1.5, 2.0, -3.25)]
 
 
