@@ -56,14 +56,15 @@ class RowsDecoder:
     tuple per row, in field order: one typed decode (no dict per row, no type check after).
 
     ``fields`` are the schema's (``RowField``), in its order; a field that may be missing reads
-    as None when it is null or absent. ``decode`` answers None for any other request (a value of another type, a null
-    where none is allowed, a missing field, an unknown one when ``reject_extra``, a number beyond
-    float range, no rows, parameters, any top-level key but ``instances`` and ``parameters``,
-    bytes that are not such JSON): ``decode_predict_request`` and the validator then read it and
-    say what is wrong. Its values are the ones ``decode_predict_request`` reads, with an integer
-    of a ``float`` field rounded to the nearest float: the same parser, a repeated key's last
-    value. A request it reads nests ``ROWS_DEPTH`` levels deep, unless an unknown field it
-    skipped (``skips_unknown``) nests deeper.
+    as None when it is null or absent. ``decode`` answers None for any other request (a value
+    of another type, a null where none is allowed, a missing field, an unknown one when
+    ``reject_extra``, a number beyond float range, no rows, parameters, any top-level key but
+    ``instances`` and ``parameters``, bytes that are not such JSON): ``decode_predict_request``
+    and the validator then read it and say what is wrong. Its values are the ones
+    ``decode_predict_request`` reads, with an integer of a ``float`` field rounded to the
+    nearest float: the same parser, a repeated key's last value. A request it reads nests
+    ``ROWS_DEPTH`` levels deep, unless an unknown field it skipped (``skips_unknown``) nests
+    deeper.
     """
 
     def __init__(self, fields: Sequence[RowField], *, reject_extra: bool) -> None:
