@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from rtserve import FieldSpec, FieldType, Schema
 from rtserve.bundle.schema import OutputSpec
 from rtserve.bundle.validator import Validator
-from rtserve.errors import MalformedRequestError, ValidationError
-from rtserve.protocol.records import RowsDecoder, decode_predict_request
+from rtserve.protocol.records import RowsDecoder
 from rtserve.types import MatrixColumns, Task
+from tests import rows_support
+from tests.rows_support import body_of
 
 FLOATS = Schema(
     inputs=[
@@ -37,38 +38,18 @@ DECODER = RowsDecoder(VALIDATOR.row_fields, reject_extra=True)
 GOOD = {"a": 1.5, "b": 2.0, NAMES[2]: -3.25}
 
 
-def _columns(columns: Any) -> dict[str, tuple[str, list[str]]]:
-    """Columns as dtype and exact values (``repr``: -0.0 is not 0.0 here, NaN is NaN)."""
-    return {name: (str(v.dtype), [repr(x) for x in v.tolist()]) for name, v in columns.items()}
-
-
 def general(body: bytes) -> Any:
-    """What the general path makes of ``body``: its columns, or the error it raises."""
-    try:
-        instances, _ = decode_predict_request(body)
-        return _columns(VALIDATOR.records(instances))
-    except ValidationError as exc:
-        return ("422", [(v.field, v.rule, v.row) for v in exc.violations])
-    except MalformedRequestError as exc:
-        return ("400", exc.message)
+    return rows_support.general(VALIDATOR, body)
 
 
 def fast(body: bytes) -> Any:
     """The float path's columns, or None when it leaves the body to the general path."""
-    rows = DECODER.decode(body)
-    if rows is None:
-        return None
-    columns = VALIDATOR.float_rows(rows)
-    return None if columns is None else _columns(columns)
+    return rows_support.typed(DECODER, VALIDATOR, body)
 
 
 def odd(text: str) -> str:
     """``text`` with its field ``"C"`` renamed to the schema's third, odd, name."""
     return text.replace('"C"', json.dumps(NAMES[2]))
-
-
-def body_of(rows: Any, **extra: Any) -> bytes:
-    return json.dumps({"instances": rows, **extra}).encode()
 
 
 _SPECIAL = st.sampled_from(

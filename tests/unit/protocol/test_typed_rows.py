@@ -9,7 +9,6 @@ path's error, in the client's own values, is the one sent.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -19,9 +18,10 @@ from hypothesis import strategies as st
 from rtserve import FieldSpec, FieldType, MissingPolicy, Schema, UnseenPolicy
 from rtserve.bundle.schema import OutputSpec
 from rtserve.bundle.validator import Validator
-from rtserve.errors import MalformedRequestError, ValidationError
-from rtserve.protocol.records import RowsDecoder, decode_predict_request
+from rtserve.protocol.records import RowsDecoder
 from rtserve.types import Task
+from tests import rows_support
+from tests.rows_support import body_of
 
 COUNTRIES = ["DE", "FR", "US"]
 MIXED = Schema(
@@ -61,33 +61,12 @@ GOOD = {
 }
 
 
-def _columns(columns: Any) -> dict[str, tuple[str, list[str]]]:
-    """Columns as dtype and exact values (``repr``: -0.0 is not 0.0 here, NaN is NaN)."""
-    return {name: (str(v.dtype), [repr(x) for x in v.tolist()]) for name, v in columns.items()}
-
-
 def general(body: bytes) -> Any:
-    """What the general path makes of ``body``: its columns, or the error it raises."""
-    try:
-        instances, _ = decode_predict_request(body)
-        return _columns(VALIDATOR.records(instances))
-    except ValidationError as exc:
-        return ("422", [(v.field, v.rule, v.row, v.message) for v in exc.violations])
-    except MalformedRequestError as exc:
-        return ("400", exc.message)
+    return rows_support.general(VALIDATOR, body)
 
 
 def typed(body: bytes) -> Any:
-    """The typed path's columns, or None when it leaves the body to the general path."""
-    rows = DECODER.decode(body)
-    if rows is None:
-        return None
-    columns = VALIDATOR.rows(rows)
-    return None if columns is None else _columns(columns)
-
-
-def body_of(rows: Any, **extra: Any) -> bytes:
-    return json.dumps({"instances": rows, **extra}).encode()
+    return rows_support.typed(DECODER, VALIDATOR, body)
 
 
 def test_the_row_fields_are_each_fields_json_type_and_whether_it_may_be_missing() -> None:
