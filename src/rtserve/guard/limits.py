@@ -157,17 +157,19 @@ def json_depth(body: bytes) -> int:
     return int(np.cumsum(steps).max())
 
 
-def nests_deeper(body: bytes, limit: int) -> bool:
-    """Whether a JSON body's arrays/objects nest deeper than ``limit``."""
+def depth_past(body: bytes, limit: int) -> int | None:
+    """How deeply a JSON body's arrays/objects nest, when deeper than ``limit``; None when
+    they do not."""
     if body.count(b"[") + body.count(b"{") <= limit:  # cannot nest deeper than it opens
-        return False
-    return json_depth(body) > limit
+        return None
+    depth = json_depth(body)
+    return depth if depth > limit else None
 
 
 def check_json_depth(body: bytes, limit: int) -> None:
     """Refuse a JSON body whose arrays/objects nest deeper than ``limit``."""
-    if nests_deeper(body, limit):
-        depth = json_depth(body)
+    depth = depth_past(body, limit)
+    if depth is not None:
         raise MalformedRequestError(
             f"body: JSON nests {depth} levels deep, more than the limit of {limit}; "
             "send flat records or tensors",

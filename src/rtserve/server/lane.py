@@ -46,7 +46,7 @@ from rtserve.errors import RtserveError, ValidationError
 from rtserve.events import RequestTrace
 from rtserve.guard.deadline import TIMEOUT_HEADER, Deadline
 from rtserve.guard.fallback import FALLBACK_HEADER
-from rtserve.guard.limits import check_json_depth, check_rows, check_strings, nests_deeper
+from rtserve.guard.limits import check_json_depth, check_rows, check_strings, depth_past
 from rtserve.observability.access import Finished
 from rtserve.protocol import records
 from rtserve.server.endpoints import ACCEPTED_TYPES, check_content_type
@@ -430,7 +430,7 @@ class RecordsLane:
             member.typed = decoder.decode(body)
             if member.typed is not None and (
                 len(member.typed) > limits.max_instances
-                or (decoder.skips_unknown and nests_deeper(body, limits.max_json_depth))
+                or (decoder.skips_unknown and depth_past(body, limits.max_json_depth) is not None)
             ):
                 member.typed = None  # the general path refuses them
         if member.typed is None:
