@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from rtserve.engine import rollout_control
 from rtserve.server.app import create_app
 from rtserve.settings import Settings
 from tests.integration.conftest import wait_ready
@@ -74,6 +76,35 @@ def test_a_ten_percent_canary_gets_ten_percent_of_5000_requests_and_says_so_ever
     logged = Counter(json.loads(line)["variant"] for line in lines)
     assert logged == {"production": seen[("1", "production", "production")],
                       "canary": seen[("2", "canary", "canary")]}  # fmt: skip
+
+
+def test_the_server_is_not_ready_until_its_rollout_is_applied(
+    tmp_path: Path,
+    versions: dict[str, Path],
+    rng: random.Random,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The models load first, the rollout is applied after: until it is, readiness says no, so
+    no request reaches a version the split would not have sent it to."""
+    applying, release = threading.Event(), threading.Event()
+    apply_now = rollout_control.start_rollouts
+
+    def apply_when_released(*args: Any, **kwargs: Any) -> Any:
+        applying.set()
+        release.wait(30)
+        return apply_now(*args, **kwargs)
+
+    monkeypatch.setattr(rollout_control, "start_rollouts", apply_when_released)
+    spec = {"production": "1", "canary": {"version": "2", "weight": 10}, "gate": NO_TIMING_CHECKS}
+    with serving(tmp_path, versions, spec) as client:
+        assert applying.wait(60), "the models did not load"
+        time.sleep(0.2)  # every bundle is loaded now; only the rollout is still to come
+        assert client.get("/v2/health/ready").status_code == 503
+        release.set()
+        wait_ready(client)
+        response = client.post("/v1/models/dense:predict", json=body(positive_record(rng)))
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["variant"] in {"production", "canary"}
 
 
 def test_a_pinned_version_bypasses_the_split(

@@ -101,9 +101,11 @@ class ModelManager:
     def __post_init__(self) -> None:
         self.trusted_keys = load_public_keys(self.settings.loading.trusted_keys)
 
-    def load_all(self, sources: list[str]) -> None:
-        """Load every bundle in turn; one bad bundle does not stop the others."""
-        self.pending = len(sources)
+    def load_all(self, sources: list[str], *, held: int = 0) -> None:
+        """Load every bundle in turn; one bad bundle does not stop the others. ``held``: steps
+        still to come after the loading (a rollout to apply), each of which lowers ``pending``
+        when done, so that the server is not ready in between."""
+        self.pending = len(sources) + held
         for source in sources:
             try:
                 self.load(source)

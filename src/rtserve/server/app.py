@@ -97,8 +97,10 @@ def create_app(
                 app_state.follower = follower
                 follower.load_initial()
                 follower.start()
-        manager.load_all(settings.bundles)
-        if settings.rollout.file or (follow and settings.rollout.from_registry):
+        # a configured rollout holds readiness until it is applied: no request before it
+        # reaches a version the split would not send it to
+        manager.load_all(settings.bundles, held=int(_rollout_applies(settings)))
+        if _rollout_applies(settings):
             from rtserve.engine.rollout_control import start_rollouts
 
             metrics = observability.metrics
@@ -114,11 +116,15 @@ def create_app(
             except RtserveError as exc:  # a bad spec file: unready, and the reason is shown
                 logger.error("rollout cannot be applied: %s", exc.message)
                 manager.broken[str(settings.rollout.file)] = exc.message
+            finally:
+                manager.pending -= 1
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # unready from the first request on
-        manager.pending = len(settings.bundles) + len(settings.registry.follow)
+        manager.pending = (
+            len(settings.bundles) + len(settings.registry.follow) + int(_rollout_applies(settings))
+        )
         loading = asyncio.create_task(asyncio.to_thread(start_up))
         if own_process:
             loading.add_done_callback(_freeze_long_lived)
@@ -240,6 +246,14 @@ def _count_decision(metrics: Metrics) -> Callable[[str, str], None]:
         metrics.rollout_decisions.labels(model, status).inc()
 
     return count
+
+
+def _rollout_applies(settings: Settings) -> bool:
+    """Whether the server applies rollouts: from a spec file, or the registry's for the names
+    it follows."""
+    return bool(
+        settings.rollout.file or (settings.registry.follow and settings.rollout.from_registry)
+    )
 
 
 def _show_rollout(metrics: Metrics) -> Callable[[LiveRollout], None]:
