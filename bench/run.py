@@ -73,19 +73,9 @@ def main() -> None:
     print(f"bench: server CPUs {args.server_cpus}, load generator CPUs {args.client_cpus}")
     names = [n for n in (*bench_models.NAMES, *bench_models.EXTRA_NAMES) if n in args.models]
     fitted = bench_models.prepare(WORK, tuple(names), retrain=args.retrain)
-    fields = json.loads((WORK / "models" / "fields.json").read_text())
-    targets = [
-        t
-        for t in all_targets(
-            bundles=[fitted[n].bundle_path for n in names],
-            models_dir=WORK / "models",
-            names=names,
-            fields=fields,
-            workers=len(args.server_cpus),
-            rtserve_args=args.rtserve_arg,
-        )
-        if t.name in args.targets
-    ]
+    targets = chosen_targets(
+        args.targets, fitted, names, workers=len(args.server_cpus), rtserve_args=args.rtserve_arg
+    )
     floors = {name: inprocess_floor(name, args.server_cpus) for name in names}
     for name, floor in floors.items():
         print(
@@ -138,6 +128,29 @@ def main() -> None:
     print(
         f"\nbench: wrote {base.with_suffix('.json').relative_to(HERE.parent)} and .md ({document['wall_s']:.0f} s)"
     )
+
+
+def chosen_targets(
+    wanted: list[str],
+    fitted: dict[str, bench_models.BenchModel],
+    names: list[str],
+    *,
+    workers: int,
+    rtserve_args: list[str],
+) -> list[Target]:
+    """The targets named in ``wanted`` (in the benchmark's order), set up for the models."""
+    return [
+        target
+        for target in all_targets(
+            bundles=[fitted[n].bundle_path for n in names],
+            models_dir=WORK / "models",
+            names=names,
+            fields=json.loads((WORK / "models" / "fields.json").read_text()),
+            workers=workers,
+            rtserve_args=rtserve_args,
+        )
+        if target.name in wanted
+    ]
 
 
 # --- arguments --------------------------------------------------------------------------------

@@ -35,8 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import models as bench_models  # noqa: E402
-from run import RESULTS, WORK, TargetRun, start_target  # noqa: E402
-from targets import all_targets  # noqa: E402
+from run import RESULTS, WORK, TargetRun, chosen_targets, start_target  # noqa: E402
 
 from rtserve.loadgen import Endpoint, LoadSpec, Workload, encode_request, run_load  # noqa: E402
 
@@ -53,20 +52,10 @@ def main() -> None:
     started = time.time()
     names = args.models.split(",")
     fitted = bench_models.prepare(WORK, tuple(names))
-    fields = json.loads((WORK / "models" / "fields.json").read_text())
     cpus = sorted(os.sched_getaffinity(0))
-    targets = [
-        t
-        for t in all_targets(
-            bundles=[fitted[n].bundle_path for n in names],
-            models_dir=WORK / "models",
-            names=names,
-            fields=fields,
-            workers=len(cpus),
-            rtserve_args=[],
-        )
-        if t.name in args.targets.split(",")
-    ]
+    targets = chosen_targets(
+        args.targets.split(","), fitted, names, workers=len(cpus), rtserve_args=[]
+    )
     settings = argparse.Namespace(server_cpus=cpus)
     rounds: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
