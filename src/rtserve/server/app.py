@@ -61,6 +61,7 @@ def create_app(
     """
     manager = manager if manager is not None else ModelManager(settings)
     observability = Observability(settings, ManagerCatalog(manager))
+    rollout_applies = _rollout_applies(settings)
     plane = DataPlane(manager, observability.observers)
     if observability.decisions is not None:  # shadows' decisions beside the primary's
         plane.rollouts.observers.append(observability.decisions)
@@ -99,8 +100,8 @@ def create_app(
                 follower.start()
         # a configured rollout holds readiness until it is applied: no request before it
         # reaches a version the split would not send it to
-        manager.load_all(settings.bundles, held=int(_rollout_applies(settings)))
-        if _rollout_applies(settings):
+        manager.load_all(settings.bundles, held=int(rollout_applies))
+        if rollout_applies:
             from rtserve.engine.rollout_control import start_rollouts
 
             metrics = observability.metrics
@@ -123,7 +124,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # unready from the first request on
         manager.pending = (
-            len(settings.bundles) + len(settings.registry.follow) + int(_rollout_applies(settings))
+            len(settings.bundles) + len(settings.registry.follow) + int(rollout_applies)
         )
         loading = asyncio.create_task(asyncio.to_thread(start_up))
         if own_process:
