@@ -163,7 +163,7 @@ def mlserver_command(
 # --- the list ---------------------------------------------------------------------------------
 
 #: Targets that run only when ``--targets`` names them.
-OPT_IN = frozenset({"uvicorn-hello", "rtserve-workers2", "rtserve-threads2"})
+OPT_IN = frozenset({"uvicorn-hello", "rtserve-workers2", "rtserve-threads2", "rtserve-unobserved"})
 
 
 def all_targets(
@@ -244,6 +244,23 @@ def all_targets(
             _rtserve_encode,
             _rtserve_decode,
             env={"RTSERVE_BATCHING__RUNTIME_THREADS": "2"},
+        ),
+        # opt-in: the request path alone, so a run shows what observing costs beside it
+        Target(
+            "rtserve-unobserved",
+            "rtserve",
+            "rtserve serve BUNDLES with every observer off (no metrics, drift, decision log or "
+            "access log): what observing costs, never a goal's figure",
+            _rtserve_command(bundles, rtserve_args),
+            "/v2/health/ready",
+            _rtserve_encode,
+            _rtserve_decode,
+            env={
+                "RTSERVE_METRICS__ENABLED": "false",
+                "RTSERVE_DRIFT__ENABLED": "false",
+                "RTSERVE_DECISION_LOG__ENABLED": "false",
+                "RTSERVE_LOGGING__ACCESS_LOG": "false",
+            },
         ),
         Target(
             "fastapi",
